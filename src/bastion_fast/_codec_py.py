@@ -1,0 +1,3 @@
+"""Pure-Python frame codec (filled in by the codec work)."""
+
+__all__: list[str] = []
