@@ -18,7 +18,9 @@ PURE_ONLY = os.environ.get("BASTION_FAST_NO_EXTENSIONS", "").strip().lower() in 
 
 # One time unit for tests that must wait; CI on a busy box can scale it.
 TIMEOUT_FACTOR = float(os.environ.get("BASTION_FAST_TESTS_TIMEOUT_FACTOR", "1"))
-ARTIFACTS = Path(os.environ.get("BASTION_FAST_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("BASTION_FAST_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -25,7 +25,7 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 _PATTERNS = [
     re.compile(r"(?i)(aztoken|authToken|websocketToken|token|access_token|refresh_token)(\"?\s*[=:]\s*\"?)([^&\s\"',}]+)"),
-    re.compile(r"(?i)(bearer\s+)([A-Za-z0-9\-_.~+/]+=*)"),
+    re.compile(r"(?i)(bearer)(\s+)([A-Za-z0-9\-_.~+/]+=*)"),
     re.compile(r"()()(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"),
     re.compile(r"(/(?:webtunnelv2|webtunnel|omni/webtunnel|api/tokens)/)()([^/?\s\"']+)"),
 ]
@@ -81,7 +81,8 @@ def configure(level: int, *, stream: Any = None, log_file: str | None = None) ->
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if level <= logging.DEBUG else "%(message)s")
+    detailed = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = logging.Formatter(detailed if level <= logging.DEBUG else "%(message)s")
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(RedactingFilter())

@@ -13,4 +13,4 @@ from bastion_fast._splice_py import __all__ as _splice_all
 
 IMPLEMENTATION = "python"
 
-__all__ = ["IMPLEMENTATION", *_codec_all, *_splice_all]
+__all__ = ["IMPLEMENTATION", *_codec_all, *_splice_all]  # noqa: PLE0604

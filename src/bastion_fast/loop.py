@@ -37,7 +37,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     if LOOP_NAME == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 

@@ -29,14 +29,15 @@ def load(pure: bool = False) -> ModuleType:
 
         return _pump_py
     try:
-        from bastion_fast import _pump  # type: ignore[attr-defined]
+        from bastion_fast import _pump as compiled
     except ImportError:
         if _env_flag("BASTION_FAST_REQUIRE_EXTENSION"):
             raise
         from bastion_fast import _pump_py
 
         return _pump_py
-    return _pump  # type: ignore[no-any-return]
+    module: ModuleType = compiled
+    return module
 
 
 if TYPE_CHECKING:

@@ -61,12 +61,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the full list of options.\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for all options.\n")
 
 
-def _global_options() -> argparse.ArgumentParser:
+def _global_options() -> _Parser:
     """Flags accepted before or after the subcommand, like az's --debug."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("logging (stderr only)")
     group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                        help="more output on stderr (-v info, -vv debug)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = _Parser(
         prog="bastion-fast",
-        description="Fast, faithful Azure Bastion native-client tunnels (az network bastion tunnel|ssh|rdp, done properly).",
+        description="Fast, faithful Azure Bastion native-client tunnels: az network bastion tunnel|ssh|rdp done right.",
         parents=[common],
     )
     parser.add_argument("--version", action="store_true", help="print version, data path and event loop, then exit")
@@ -119,7 +119,8 @@ def _version_text() -> str:
     from bastion_fast.loop import LOOP_NAME
     from bastion_fast.pump import IMPLEMENTATION
 
-    return f"bastion-fast {__version__} (data path: {IMPLEMENTATION}, event loop: {LOOP_NAME}, Python {sys.version.split()[0]})"
+    python = sys.version.split()[0]
+    return f"bastion-fast {__version__} (data path: {IMPLEMENTATION}, event loop: {LOOP_NAME}, Python {python})"
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
