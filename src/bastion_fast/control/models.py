@@ -9,12 +9,25 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "AUTH_KINDS",
     "BastionInfo",
     "ConnectionOptions",
     "ControlPlane",
     "TunnelGrant",
     "TunnelTarget",
 ]
+
+AUTH_KINDS = (
+    "default",
+    "cli",
+    "managed-identity",
+    "environment",
+    "workload-identity",
+    "device-code",
+    "browser",
+    "static",
+)
+"""The ``--auth`` choices (``control.credentials`` maps each to a credential)."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +115,11 @@ class ConnectionOptions:
 
 @runtime_checkable
 class ControlPlane(Protocol):
-    """What the tunnel needs from Azure: one grant per local connection, and its cleanup."""
+    """What the tunnel needs from Azure: one grant per local connection, and its cleanup.
 
-    @property
-    def bastion(self) -> BastionInfo:
-        """The discovered Bastion host."""
-        ...
+    (The object ``connect`` returns also has ``.bastion -> BastionInfo``; it is not part of this protocol so
+    test doubles need only the three methods.)
+    """
 
     async def open_grant(self) -> TunnelGrant:
         """``POST /api/tokens`` (after the data-pod call for Developer) → a fresh grant for one connection."""

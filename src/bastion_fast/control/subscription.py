@@ -18,7 +18,7 @@ from typing import Any
 from bastion_fast.control.clouds import az_config_dir
 from bastion_fast.exceptions import UsageError
 
-__all__ = ["BastionId", "SUBSCRIPTION_ENV", "Subscription", "parse_bastion_id", "resolve_subscription"]
+__all__ = ["SUBSCRIPTION_ENV", "BastionId", "Subscription", "parse_bastion_id", "resolve_subscription"]
 
 log = logging.getLogger("bastion_fast.control.subscription")
 

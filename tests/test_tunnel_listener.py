@@ -1,0 +1,283 @@
+"""The listener and the per-connection lifecycle against a stand-in Bastion (the ``websockets`` library) and a
+fake control plane: one token per connection, always deleted with its own node id; failures, limits, shutdown.
+
+The full stack against the emulator is in ``test_tunnel_e2e.py``; these tests isolate the tunnel's own logic and
+run on both data-path implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+from types import ModuleType
+
+import pytest
+
+from bastion_fast import open_tunnel
+from bastion_fast.exceptions import ConfigurationError, TunnelError
+from bastion_fast.tunnel.config import TunnelConfig, is_loopback
+from bastion_fast.tunnel.events import JsonEvents
+from tests._tunnel_helpers import PKI, WAIT, FakeBastion, FakeControl, on_each_loop
+
+
+async def _echo_once(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        got = await reader.readexactly(len(payload))
+    finally:
+        writer.close()
+    return got
+
+
+async def _wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(WAIT):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------------------ the lifecycle
+
+
+@on_each_loop
+async def test_one_connection_one_token_deleted(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False) as t:
+            assert t.implementation == impl.IMPLEMENTATION
+            assert await _echo_once(t.port, b"hello bastion") == b"hello bastion"
+            await _wait_for(lambda: t.results, "the connection to finish")
+            result = t.results[0]
+            assert result.ok and result.phase == "pump"
+            assert (result.bytes_up, result.bytes_down) == (13, 13)
+            assert result.close_code == 1000
+        assert control.issued == 1 and not control.live
+        assert [g.auth_token for g in control.deleted] == [f"{1:064x}"]
+        assert not control.closed  # a control plane passed in stays the caller's
+
+
+@on_each_loop
+async def test_two_hundred_concurrent_connections(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False) as t:
+            payloads = [f"connection {i} ".encode() * (1 + i % 50) for i in range(200)]
+            got = await asyncio.gather(*(_echo_once(t.port, p) for p in payloads))
+            assert got == payloads
+            await _wait_for(lambda: len(t.results) == 200, "all connections to finish")
+            assert all(r.ok for r in t.results)
+            assert t.listener is not None and t.listener.active == 0
+        assert control.issued == 200 and len(control.deleted) == 200 and not control.live
+        # Every delete carried its own grant (FakeControl asserts the node id matches).
+        assert len({g.auth_token for g in control.deleted}) == 200
+
+
+@on_each_loop
+async def test_failed_websocket_still_deletes_the_token(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        original = control.open_grant
+
+        async def broken_grant():  # type: ignore[no-untyped-def]
+            grant = await original()
+            bastion.valid.clear()  # the service forgets the websocket token: the upgrade gets a 404
+            return grant
+
+        control.open_grant = broken_grant  # type: ignore[method-assign]
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False) as t:
+            reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed, not hanging
+            writer.close()
+            await _wait_for(lambda: t.results, "the failure to be recorded")
+            result = t.results[0]
+            assert not result.ok and result.phase == "connect"
+            assert "HTTP 404" in (result.error or "") and "Invalid websocket token" in (result.error or "")
+        assert control.issued == 1 and len(control.deleted) == 1 and not control.live
+
+
+@on_each_loop
+async def test_listener_survives_a_failing_connection(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion, fail_grants=2)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False, max_failures=3) as t:
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+                assert await asyncio.wait_for(reader.read(), WAIT) == b""
+                writer.close()
+            await _wait_for(lambda: len(t.results) == 2, "two failures")
+            assert [r.phase for r in t.results] == ["grant", "grant"]
+            assert "HTTP 500" in (t.results[0].error or "")
+            assert await _echo_once(t.port, b"third time lucky") == b"third time lucky"
+            await _wait_for(lambda: len(t.results) == 3, "the good connection")
+            assert t.listener is not None and t.listener.consecutive_failures == 0
+            assert t.listener.stop_reason is None
+
+
+@on_each_loop
+async def test_max_failures_stops_with_the_last_error(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion, fail_grants=100)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False, max_failures=3) as t:
+            waiter = asyncio.create_task(t.wait())
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+                await asyncio.wait_for(reader.read(), WAIT)
+                writer.close()
+            with pytest.raises(TunnelError) as info:
+                await asyncio.wait_for(waiter, WAIT)
+            assert "3 connections in a row failed" in str(info.value)
+            assert "HTTP 500 Unexpected internal error" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ stopping
+
+
+@on_each_loop
+async def test_lifetime_timeout_ends_cleanly_and_deletes_tokens(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False, timeout=0.5) as t:
+            reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            assert await asyncio.wait_for(t.wait(), WAIT) == "timeout"
+            assert control.live  # the connection is still up until the tunnel closes
+        # Leaving the block closed the live connection (the app sees EOF) and deleted its token.
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        writer.close()
+        assert not control.live and len(control.deleted) == 1
+        assert t.results[0].ok
+
+
+@on_each_loop
+async def test_idle_timeout_waits_for_connections_to_end(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False, idle_timeout=0.3) as t:
+            waiter = asyncio.create_task(t.wait())
+            reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+            writer.write(b"x")
+            await reader.readexactly(1)
+            await asyncio.sleep(0.9)  # three idle periods with a connection open: no exit
+            assert not waiter.done()
+            writer.close()
+            assert await asyncio.wait_for(waiter, WAIT) == "idle-timeout"
+        assert not control.live
+
+
+@on_each_loop
+async def test_stop_during_token_request_still_deletes_it(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion, grant_delay=0.3)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False) as t:
+            reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+            await _wait_for(lambda: t.active == 1, "the connection to be accepted")
+        # The tunnel closed while the POST was in flight: it waited for the grant and deleted it.
+        assert control.issued == 1 and len(control.deleted) == 1 and not control.live
+        assert bastion.connections == 0  # and never opened the WebSocket
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        writer.close()
+
+
+# ------------------------------------------------------------------------------------------------ listening
+
+
+@on_each_loop
+async def test_port_zero_and_fixed_port(impl: ModuleType) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), proxy=False) as first:
+            assert first.port > 0 and first.address == "127.0.0.1"
+            with pytest.raises(ConfigurationError, match="already in use"):
+                async with open_tunnel(control=control, ssl_context=PKI.client(), port=first.port):
+                    pass
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        async with open_tunnel(control=control, ssl_context=PKI.client(), port=free, proxy=False,
+                               implementation=impl.IMPLEMENTATION) as t:
+            assert t.port == free
+            assert await _echo_once(free, b"fixed") == b"fixed"
+
+
+@on_each_loop
+async def test_bind_address(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), bind_address="127.0.0.2",
+                               proxy=False) as t:
+            assert t.address == "127.0.0.2"
+            reader, writer = await asyncio.open_connection("127.0.0.2", t.port)
+            writer.write(b"on .2")
+            assert await reader.readexactly(5) == b"on .2"
+            writer.close()
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", t.port)  # nothing listens on the other address
+        caplog.set_level(logging.WARNING, "bastion_fast")
+        with pytest.raises(ConfigurationError, match="no such local address"):
+            async with open_tunnel(control=control, ssl_context=PKI.client(), bind_address="192.0.2.1"):
+                pass
+        assert any("any host that can reach this address" in r.getMessage() for r in caplog.records)
+
+
+def test_loopback_detection() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "127.9.9.9", "::1", "localhost", "LOCALHOST"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "example.com"]))
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"frame_size": 1000}, "--frame-size"), ({"frame_size": 2 * 1024 * 1024}, "--frame-size"),
+    ({"port": 70000}, "--port"), ({"timeout": 0}, "--timeout"), ({"idle_timeout": -1}, "--idle-timeout"),
+    ({"max_failures": -1}, "--max-failures"), ({"keepalive": 0}, "--keepalive"),
+])
+def test_config_validation(kw: dict[str, object], needle: str) -> None:
+    from bastion_fast.exceptions import UsageError
+
+    with pytest.raises(UsageError, match=needle):
+        TunnelConfig(**kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+
+@on_each_loop
+async def test_json_events(impl: ModuleType) -> None:
+    out = io.StringIO()
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion, fail_grants=1)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False, events=JsonEvents(out)) as t:
+            first = out.getvalue().splitlines()
+            assert first == [json.dumps({"event": "ready", "address": "127.0.0.1", "port": t.port},
+                                        separators=(",", ":"))]
+            reader, writer = await asyncio.open_connection("127.0.0.1", t.port)
+            await reader.read()
+            writer.close()
+            assert await _echo_once(t.port, b"0123456789") == b"0123456789"
+            await _wait_for(lambda: len(t.results) == 2, "both connections")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "ready" and kinds[-1] == "stopped" and kinds.count("ready") == 1
+    opened = [e for e in events if e["event"] == "opened"]
+    closed = {e["id"]: e for e in events if e["event"] == "closed"}
+    assert [e["id"] for e in opened] == [1, 2] and set(closed) == {1, 2}
+    assert all(e["peer"].startswith("127.0.0.1:") for e in opened)
+    assert closed[1]["ok"] is False and closed[1]["phase"] == "grant" and "HTTP 500" in closed[1]["error"]
+    assert closed[2]["ok"] is True and closed[2]["bytes_up"] == 10 and closed[2]["bytes_down"] == 10
+    assert closed[2]["close_code"] == 1000 and closed[2]["duration"] >= 0 and closed[2]["error"] is None
+    for e in events:
+        if e["event"] in ("opened", "closed"):
+            assert kinds.index("ready") < events.index(e)
