@@ -32,9 +32,13 @@ def rig() -> Iterator[harness.Rig]:
         yield r
 
 
+LEDGER_MARKS: dict[str, set[str]] = {}
+
+
 @pytest.fixture(scope="module", params=KINDS)
 def kind(request: pytest.FixtureRequest, rig: harness.Rig) -> Iterator[str]:
     """One client kind at a time: its process is started on first use and stopped after its scenarios."""
+    LEDGER_MARKS[request.param] = harness.ledger_mark(rig)
     yield request.param
     rig.stop_client(request.param)
 
@@ -103,6 +107,17 @@ def test_cold_start(benchmark: Any, rig: harness.Rig, kind: str) -> None:
     """Process spawn → ready line (ours: ``bastion-fast tunnel`` including ARM discovery at the emulator)."""
     m = _measure(benchmark, "cold start", lambda: harness.scenario_cold_start(rig, kind))
     assert m["rounds"] == harness.COLD_START_ROUNDS
+
+
+def test_sessions_cleaned_up(rig: harness.Rig, kind: str) -> None:
+    """After all its scenarios and a Ctrl+C, every Bastion session the client opened has its token deleted
+    (ours must leave none; a reference client's leaks are a result, printed in the table)."""
+    if kind == "direct":
+        pytest.skip("the direct relay opens no Bastion sessions")
+    m = harness.scenario_sessions(rig, kind, LEDGER_MARKS.get(kind, set()))
+    assert m["sessions"] > 0
+    if kind in ("cython", "pure"):
+        assert m["leaked"] == 0 and m["live_after_exit"] == 0, m
 
 
 def test_ratio_gates() -> None:

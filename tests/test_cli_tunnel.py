@@ -300,3 +300,43 @@ async def test_demo_pushes_and_verifies(emulator_state_dir: Path) -> None:
     for run in report["runs"]:
         assert run["upload_ok"] and run["download_ok"] and run["exit_code"] == 0
         assert run["size"] == (4 if run["label"].startswith("python") and len(labels) == 2 else 8) * 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------------ profiles
+
+
+async def test_profile_instead_of_flags(emulator: Callable[..., Any], tmp_path: Path) -> None:
+    """`bastion-fast tunnel web1` takes bastion, group, target, ports from the profiles file."""
+    async with emulator() as emu:
+        info = emu.info
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "[targets.web1]\n"
+            f'bastion = "{info["bastion"]}"\n'
+            f'resource_group = "{info["resource_group"]}"\n'
+            f'subscription = "{info["subscription"]}"\n'
+            f'target_resource_id = "{VM}"\n'
+            "resource_port = 22\n"
+            "port = 0\n"
+        )
+        args = ["tunnel", "web1", "--config", str(config), "--auth", "static", "--arm-endpoint",
+                info["arm_endpoint"], "--ca-bundle", info["ca_file"], "--output", "json"]
+        async with cli(emu, args) as proc:
+            ready = await proc.line()
+            assert ready["event"] == "ready" and ready["port"] > 0
+            reader, writer = await asyncio.open_connection("127.0.0.1", ready["port"])
+            writer.write(b"through the profile")
+            assert await reader.readexactly(19) == b"through the profile"  # the emulator's echo target
+            writer.close()
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+        await emu.wait_idle()
+        assert emu.ledger.leaked() == []
+
+
+async def test_missing_port_without_profile_is_usage_error() -> None:
+    base = ["tunnel", "-n", "b", "-g", "rg", "--target-resource-id", VM, "--resource-port", "22",
+            "--subscription", SUB, "--auth", "static"]
+    async with cli(None, base) as proc:
+        assert await proc.wait() == 2
+    assert "the following arguments are required: --port" in proc.stderr.decode()

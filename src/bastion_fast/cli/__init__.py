@@ -8,7 +8,7 @@ inside ``run`` so ``--version`` and ``--help`` stay fast.
 Exit codes (documented in README.md):
 
 ====  =====================================================================
-0     success
+0     success; also a tunnel stopped by ``--timeout``, ``--idle-timeout``, SIGTERM or SIGHUP after cleanup
 1     runtime error (Azure, network, tunnel) — the message says what to do
 2     usage error (bad flags, arguments, profile)
 3     ``doctor``: could not check

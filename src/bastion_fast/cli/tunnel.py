@@ -85,11 +85,15 @@ def add_tunnel_options(parser: argparse.ArgumentParser) -> None:
 
 def register(parser: argparse.ArgumentParser) -> None:
     from bastion_fast.cli._options import add_connection_options, add_target_options
+    from bastion_fast.commands.cliargs import add_profile_arguments
 
+    add_profile_arguments(parser)
     add_connection_options(parser)
     add_target_options(parser, resource_port_required=True, default_port=None)
-    parser.add_argument("--port", type=_port, required=True, metavar="PORT",
-                        help="Local port to use for the tunneling (0 = pick a free port and report it).")
+    # Required like az's --port, but checked after a profile had its say (a profile may set `port`).
+    parser.add_argument("--port", type=_port, default=None, metavar="PORT",
+                        help="Local port to use for the tunneling (0 = pick a free port and report it); required "
+                        "unless the profile sets it.")
     parser.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                         help="Timeout for connection to bastion host tunnel: the tunnel's maximum lifetime in "
                         "seconds (as in az); connections are closed and their sessions deleted at expiry.")
@@ -111,8 +115,15 @@ def build_config(args: argparse.Namespace, *, ca_bundle: str | None) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from bastion_fast.cli._options import options_from_args
+    from bastion_fast.commands.cliargs import apply_profile
+    from bastion_fast.exceptions import UsageError
     from bastion_fast.loop import run as run_loop
 
+    apply_profile(args)
+    if args.port is None:
+        raise UsageError("the following arguments are required: --port",
+                         hint="Pass the local port, e.g. --port 50022, or --port 0 for a free one "
+                         "(or set `port` in the profile).")
     options = options_from_args(args)
     return run_loop(_serve(args, options))
 

@@ -148,6 +148,8 @@ async def run_proxy(options: Any, *, keepalive: float | None = None, frame_size:
     interrupted: list[int] = []
 
     def on_signal(signum: int) -> None:
+        if interrupted:  # a second signal: leave now (a session not yet deleted ends at Bastion's idle timeout)
+            os._exit(128 + interrupted[0])
         interrupted.append(signum)
         if session is not None:
             session.stop()
