@@ -33,6 +33,7 @@ import time as _time
 
 from bastion_fast._splice_py import STREAM_LINGER as _STREAM_LINGER
 from bastion_fast._splice_py import _tune_socket
+from bastion_fast._splice_py import abort_transport as _abort_transport
 from bastion_fast._splice_py import check_options as _check_options
 from bastion_fast.exceptions import ConnectionClosed as _ConnectionClosed
 
@@ -319,12 +320,12 @@ cdef class Splice:
         self._sw = write_transport if write_transport is not None else transport
         if self._ws_over:
             if self._aborted:
-                self._sr.abort()
+                _abort_transport(self._sr)
             else:
                 self._sr.close()
             if self._sw is not self._sr:
                 if self._aborted:
-                    self._sw.abort()
+                    _abort_transport(self._sw)
                 else:
                     self._sw.close()
             self._sr_lost = True
@@ -365,7 +366,7 @@ cdef class Splice:
         self._cancel_timers()
         for transport in (self._ws, self._sr, self._sw):
             if transport is not None:
-                transport.abort()
+                _abort_transport(transport)
         if self._ws is None:
             self._ws_lost = True
         if self._sr is None:
@@ -634,11 +635,19 @@ cdef class Splice:
             return 0
         self._ws_over = True
         self._cancel_timers()
-        if self._ws is not None and not self._ws_lost and not self._ws.is_closing():
-            self._ws.close()
+        if self._ws is not None and not self._ws_lost:
+            if not self._ws.is_closing():
+                self._ws.close()
+            # A TLS close waits for the peer's close_notify (30 s by default): bound it, so `done` cannot hang.
+            self._close_timer = self._loop.call_later(self.close_timeout, self._on_ws_close_stuck)
         self._shutdown_stream()
         self._check_done()
         return 0
+
+    def _on_ws_close_stuck(self):
+        self._close_timer = None
+        if self._ws is not None and not self._ws_lost:
+            _abort_transport(self._ws)
 
     cdef int _shutdown_stream(self) except -1:
         sr, sw = self._sr, self._sw

@@ -48,8 +48,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     import os
 
     for key in list(os.environ):
-        if key.startswith(_ENV_PREFIXES) or key.upper() in _ENV_NAMES:
-            monkeypatch.delenv(key, raising=False)
+        if (key.startswith(_ENV_PREFIXES) or key.upper() in _ENV_NAMES) and key != "BASTION_FAST_CACHE_DIR":
+            monkeypatch.delenv(key, raising=False)  # (the cache dir is conftest's per-test one: kept)
     config = tmp_path / "azure-config"
     config.mkdir()
     monkeypatch.setenv("AZURE_CONFIG_DIR", str(config))

@@ -60,3 +60,10 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def _private_discovery_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets an empty discovery cache (``BASTION_FAST_CACHE_DIR``) instead of the user's: the CLI caches
+    the Bastion ARM GET by default, and one test's entry must not answer another test's discovery."""
+    monkeypatch.setenv("BASTION_FAST_CACHE_DIR", str(tmp_path_factory.mktemp("bastion-fast-cache")))

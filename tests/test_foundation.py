@@ -21,7 +21,8 @@ from tests.conftest import PURE_ONLY
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bastion_fast", *args], capture_output=True, text=True, env=full_env, timeout=60
+        [sys.executable, "-m", "bastion_fast", *args], capture_output=True, text=True, env=full_env, timeout=60,
+        check=False,
     )
 
 

@@ -190,7 +190,8 @@ def test_fragmented_message_is_forwarded_unless_rejected(impl: ModuleType, loop_
     run(loop_name, body())
 
 
-def test_pipes_as_stream_leg(impl: ModuleType, loop_name: str) -> None:
+@pytest.mark.parametrize("end", ["stdin-eof", "abort"])
+def test_pipes_as_stream_leg(impl: ModuleType, loop_name: str, end: str) -> None:
     """stdin/stdout style: a read pipe and a write pipe; stdin EOF ⇒ Close 1000 ⇒ stdout EOF after the echo."""
     async def body() -> None:
         loop = asyncio.get_running_loop()
@@ -215,6 +216,13 @@ def test_pipes_as_stream_leg(impl: ModuleType, loop_name: str) -> None:
         assert sha(await read_exactly(app_reader, len(down))) == sha(down)
         await peer.wait_for(lambda: len(peer.data()) >= len(up))
         assert sha(peer.data()) == sha(up)
+        if end == "abort":
+            splice.abort()
+            assert await read_to_eof(app_reader) == b""
+            await finished(splice)
+            app_w_t.close()
+            assert peer.control(Opcode.CLOSE) == []
+            return
         app_w_t.close()  # stdin EOF
         assert await read_to_eof(app_reader) == b""  # stdout EOF once the close handshake is done
         await finished(splice)
@@ -378,6 +386,24 @@ def test_close_timeout_when_peer_never_answers(impl: ModuleType, loop_name: str)
         assert splice.close_code == 1006 and splice.close_code_sent == 1000
         assert bytes(mute.early)[:2] == b"\x88\x82"  # a masked Close with a 2-byte code did go out
         await close_app(writer)
+
+    run(loop_name, body())
+
+
+def test_done_is_bounded_when_tls_peer_never_finishes_closing(impl: ModuleType, loop_name: str) -> None:
+    """After the Close exchange the TLS shutdown waits for the peer's close_notify; a peer that stops reading must
+    not hold ``done`` (and the token DELETE behind it) for the TLS layer's 30 s: close_timeout bounds it."""
+    async def body() -> None:
+        c = await splice_vs_peer(impl, tls=True, close_timeout=0.2)
+        assert c.peer.transport is not None
+        c.peer.ws.send_close(1001)
+        c.peer.flush()
+        c.peer.transport.pause_reading()  # never reads our echo nor our close_notify
+        assert await read_to_eof(c.reader) == b""
+        await finished(c.splice)
+        assert (c.splice.close_code, c.splice.close_code_sent, c.splice.error) == (1001, 1001, None)
+        c.peer.transport.abort()
+        await close_app(c.writer)
 
     run(loop_name, body())
 

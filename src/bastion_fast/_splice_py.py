@@ -44,7 +44,8 @@ Closing (``_ws_over`` marks the end of the WebSocket session; after it only the 
   yet; then close (a close always flushes what is queued first). On pipes the write pipe is closed after flushing
   and the read pipe closed.
 
-``done`` resolves (never raises) when every attached transport has reported ``connection_lost``.
+``done`` resolves (never raises) when every attached transport has reported ``connection_lost``. Closing the
+WebSocket transport (a TLS close waits for the peer's close_notify) is bounded by ``close_timeout``, then aborted.
 
 Flow control: each leg's transport gets ``set_write_buffer_limits(high_water, low_water)``. When the WebSocket
 transport calls ``pause_writing`` the stream leg stops reading; when the stream's write transport does, the
@@ -109,6 +110,15 @@ def _tune_socket(transport: asyncio.BaseTransport, keepalive: bool) -> None:
                     sock.setsockopt(socket.IPPROTO_TCP, opt, value)
     except (OSError, AttributeError, ValueError):  # closed socket, exotic transport: tuning is best effort
         pass
+
+
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """Drop a transport now. Read pipes cannot be aborted (asyncio's has no ``abort()``, uvloop's raises
+    NotImplementedError): those are closed, which for a read pipe loses nothing."""
+    try:
+        transport.abort()  # type: ignore[attr-defined]
+    except (AttributeError, NotImplementedError):
+        transport.close()
 
 
 def check_options(
@@ -368,9 +378,8 @@ class Splice:
         self._sr = transport
         self._sw = write_transport if write_transport is not None else transport
         if self._ws_over:  # the WebSocket session already ended: nothing to carry
-            self._sr.abort() if self._aborted else self._sr.close()  # type: ignore[attr-defined]
-            if self._sw is not self._sr:
-                self._sw.abort() if self._aborted else self._sw.close()  # type: ignore[attr-defined]
+            for leg in {id(self._sr): self._sr, id(self._sw): self._sw}.values():
+                abort_transport(leg) if self._aborted else leg.close()
             self._sr_lost = self._sw_lost = True
             self._check_done()
             return
@@ -406,7 +415,7 @@ class Splice:
         self._cancel_timers()
         for transport in (self._ws, self._sr, self._sw):
             if transport is not None:
-                transport.abort()  # type: ignore[attr-defined]
+                abort_transport(transport)
         if self._ws is None:
             self._ws_lost = True
         if self._sr is None:
@@ -595,10 +604,18 @@ class Splice:
             return
         self._ws_over = True
         self._cancel_timers()
-        if self._ws is not None and not self._ws_lost and not self._ws.is_closing():
-            self._ws.close()
+        if self._ws is not None and not self._ws_lost:
+            if not self._ws.is_closing():
+                self._ws.close()
+            # A TLS close waits for the peer's close_notify (30 s by default): bound it, so `done` cannot hang.
+            self._close_timer = self._loop.call_later(self.close_timeout, self._on_ws_close_stuck)
         self._shutdown_stream()
         self._check_done()
+
+    def _on_ws_close_stuck(self) -> None:
+        self._close_timer = None
+        if self._ws is not None and not self._ws_lost:
+            abort_transport(self._ws)
 
     def _shutdown_stream(self) -> None:
         sr, sw = self._sr, self._sw

@@ -2,7 +2,8 @@
 ``ConnectionOptions``.
 
 Precedence for each value: the command-line flag, then a profile (``args.profile``, see below), then the
-environment (``BASTION_FAST_ARM_ENDPOINT``, ``AZURE_CLOUD``, ``AZURE_SUBSCRIPTION_ID``, …), then az's own
+environment (``BASTION_FAST_ARM_ENDPOINT``, ``AZURE_CLOUD``, ``AZURE_SUBSCRIPTION_ID``,
+``BASTION_FAST_DISCOVERY_CACHE_TTL``, …), then az's own
 configuration (default subscription, ``az configure --defaults group=``), then built-in defaults. argparse
 defaults are ``None`` on purpose so a profile can fill what the user did not type; "required" is therefore checked
 here, after the profile, with argparse's wording.
@@ -10,7 +11,8 @@ here, after the profile, with argparse's wording.
 Profile hook: another module may set ``args.profile`` to a mapping (or an object with attributes) whose keys are
 the ``dest`` names below (``name``, ``resource_group``, ``subscription``, ``ids``, ``auth``, ``tenant``,
 ``client_id``, ``cloud``, ``arm_endpoint``, ``ca_bundle``, ``target_resource_id``, ``target_ip_address``,
-``resource_port``); ``bastion`` and ``rg`` are accepted as aliases of ``name`` and ``resource_group``.
+``resource_port``, ``discovery_cache_ttl``); ``bastion`` and ``rg`` are accepted as aliases of ``name`` and
+``resource_group``.
 
 Only argparse and light modules are imported here: this runs on every command's cold start.
 """
@@ -48,6 +50,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                          "subscription")
     bastion.add_argument("--ids", metavar="ID", default=None,
                          help="resource id of the Bastion host (replaces -n, -g and --subscription)")
+    bastion.add_argument("--discovery-cache-ttl", dest="discovery_cache_ttl", metavar="S", default=None,
+                         help="reuse the Bastion's details (dnsName, SKU, flags) read from ARM for up to S seconds "
+                         "instead of asking ARM again (default 600; 0 = off; env BASTION_FAST_DISCOVERY_CACHE_TTL)")
+    bastion.add_argument("--no-discovery-cache", dest="no_discovery_cache", action="store_true", default=None,
+                         help="always ask ARM for the Bastion's details (same as --discovery-cache-ttl 0)")
     auth = parser.add_argument_group("Azure sign-in")
     auth.add_argument("--auth", metavar="METHOD", default=None, type=str.lower, choices=AUTH_KINDS,
                       help=f"how to sign in: {', '.join(AUTH_KINDS)} (default: default = azure-identity's "
@@ -100,6 +107,21 @@ def _az_default_group(env: Mapping[str, str]) -> str | None:
         return None
     value = parser.get("defaults", "group", fallback="").strip()
     return value or None
+
+
+def _discovery_cache_ttl(args: argparse.Namespace, pick: Any, env: Mapping[str, str]) -> float:
+    """``--no-discovery-cache`` > ``--discovery-cache-ttl`` > profile > environment > 600 s."""
+    from bastion_fast.control.discovery_cache import CACHE_TTL_ENV, DEFAULT_TTL, parse_ttl
+
+    if getattr(args, "no_discovery_cache", None):
+        return 0.0
+    value = pick("discovery_cache_ttl")
+    if value is not None:
+        return parse_ttl(value, source="--discovery-cache-ttl")
+    from_env = env.get(CACHE_TTL_ENV, "").strip()
+    if from_env:
+        return parse_ttl(from_env, source=CACHE_TTL_ENV)
+    return DEFAULT_TTL
 
 
 def options_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> ConnectionOptions:
@@ -188,4 +210,5 @@ def options_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None
         arm_endpoint=str(arm_endpoint) if arm_endpoint else None,
         ca_bundle=pick("ca_bundle"),
         command=str(getattr(args, "command", None) or "tunnel"),
+        discovery_cache_ttl=_discovery_cache_ttl(args, pick, env),
     )

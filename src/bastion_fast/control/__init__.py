@@ -1,7 +1,8 @@
 """Azure control plane: sign-in, Bastion discovery, and the ``/api/tokens`` exchange (DESIGN.md §3).
 
 Importing this package is cheap (dataclasses only); aiohttp, azure-core, azure-identity and azure-mgmt-network are
-imported when ``connect`` runs.
+imported when ``connect`` runs — and, when the discovery cache answers (``control.discovery_cache``), the ARM SDK
+not at all and aiohttp only when the first connection (or ``warm_up()``) needs it.
 
 Usage::
 

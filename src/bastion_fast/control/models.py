@@ -87,6 +87,9 @@ class ConnectionOptions:
     ``cloud`` ``None`` means: ``AZURE_CLOUD``, then az's configured cloud, then ``AzureCloud``.
     ``command`` selects the SKU rule: ``ssh``/``proxy`` accept the Developer SKU (az ≥ 1.4.1); ``tunnel``/``rdp``
     need Standard or Premium unless ``allow_developer`` says otherwise.
+    ``discovery_cache_ttl``: seconds a cached Bastion ARM GET stays usable (``control.discovery_cache``); 0 (the
+    library default) neither reads nor writes the cache. The CLI sets it from ``--discovery-cache-ttl`` /
+    ``--no-discovery-cache`` / ``BASTION_FAST_DISCOVERY_CACHE_TTL``, default 600.
     """
 
     name: str
@@ -104,6 +107,7 @@ class ConnectionOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     retries: int = 2
+    discovery_cache_ttl: float = 0.0
 
     @property
     def developer_allowed(self) -> bool:

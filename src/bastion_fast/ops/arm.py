@@ -270,7 +270,7 @@ async def open_arm(options: ConnectionOptions, *, credential: Any = None, retry_
     """
     from bastion_fast.control.clouds import resolve_cloud
     from bastion_fast.control.credentials import TokenCache, create_credential
-    from bastion_fast.control.plane import _make_session
+    from bastion_fast.control.plane import make_session
     from bastion_fast.control.subscription import resolve_subscription
 
     cloud = resolve_cloud(options.cloud)
@@ -278,7 +278,7 @@ async def open_arm(options: ConnectionOptions, *, credential: Any = None, retry_
     if options.arm_endpoint and not options.arm_endpoint.lower().startswith("https://"):
         raise UsageError(f"--arm-endpoint {options.arm_endpoint!r} must be an https:// URL.",
                          hint="ARM tokens are only sent over TLS, e.g. --arm-endpoint https://management.azure.com.")
-    session = _make_session(options)
+    session = make_session(options)
     try:
         owns = credential is None
         if credential is None:

@@ -120,12 +120,23 @@ class Listener:
         except BaseException:
             self._server.close()
             raise
-        # The WebSocket stack (websockets' HTTP parser, proxy helpers) is only needed by the first connection:
-        # load it right after the ready event rather than before it (cold start).
-        loop.call_soon(importlib.import_module, "bastion_fast.tunnel.connect")
+        # What only the first connection needs is loaded right after the ready event rather than before it (cold
+        # start): the control plane's HTTP client (aiohttp, when discovery came from its cache), then, one loop
+        # turn later so an early connection's token request can go out in between, the WebSocket stack
+        # (websockets' HTTP parser, proxy helpers).
+        loop.call_soon(self._warm_up)
         if config.timeout is not None:
             self._timers.append(loop.call_later(config.timeout, self.stop, "timeout"))
         self._arm_idle_timer()
+
+    def _warm_up(self) -> None:
+        warm_up = getattr(self.control, "warm_up", None)  # optional: not part of the ControlPlane protocol
+        if callable(warm_up) and not self._closed:
+            try:
+                warm_up()
+            except Exception as exc:  # the first connection will meet (and report) the same problem
+                log.debug("control plane warm-up failed: %s", exc)
+        asyncio.get_running_loop().call_soon(importlib.import_module, "bastion_fast.tunnel.connect")
 
     def _bind_error(self, exc: OSError) -> ConfigurationError:
         where = f"{self.config.bind_address}:{self.config.port}"
