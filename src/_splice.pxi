@@ -4,12 +4,16 @@
 # theory of operation: closing rules, flow control, memory bound); the method names match one for one. Only the two
 # data paths differ, and only in how bytes move:
 #
-#   stream → WebSocket   transport --get_buffer()--> _stream_buf (reused, read_size bytes)
+#   Both legs of every splice of a thread read into one shared buffer (_ReadBuffer, read_size bytes): it is only
+#   touched between get_buffer() and the buffer_updated() that follows (back to back in asyncio and uvloop, plain
+#   and TLS; see the reference's docstring), and `owner` catches a loop that would ever defer buffer_updated.
+#
+#   stream → WebSocket   transport --get_buffer()--> shared buffer
 #                        buffer_updated(n): one PyBytes of encoded_size(n) is allocated, encode_data_into() writes
 #                        headers + payload (masked while copying in client role) straight into it, one write().
 #                        The read buffer is never handed to a transport; the bytes object is never touched again.
 #
-#   WebSocket → stream   transport --get_buffer()--> _ws_buf (reused, read_size bytes)
+#   WebSocket → stream   transport --get_buffer()--> shared buffer
 #                        buffer_updated(n): FrameDecoder.parse() walks the buffer in place (server role unmasks in
 #                        place) and reports FrameSlice structs; data slices are collected as (pointer, length) in a
 #                        C array, and at the end of the read one PyBytes is built from them (a single slice — the
@@ -17,8 +21,8 @@
 #                        (a flood of tiny frames) are compacted to the front of the buffer as they come, so memory
 #                        stays fixed. Control frames: a ping is answered at once, a close flushes the slices first.
 #
-# Per read there is exactly one Python object created (the bytes handed to write) and no logging; debug logging is
-# behind the cached ``_debug`` flag. TLS is never bypassed: writes go through transport.write().
+# Per read there is one Python object created (the bytes handed to write; plus, on the first read of a loop
+# iteration, the fairness tick's handle) and no logging; debug logging is behind the cached ``_debug`` flag. TLS is never bypassed: writes go through transport.write().
 #
 # Read path choice (measured, see bench/test_bench_splice.py and the report of the pump work): BufferedProtocol
 # (get_buffer/buffer_updated) on both legs. data_received() is still implemented, because asyncio's read pipes only
@@ -29,6 +33,7 @@ from libc.string cimport memmove
 
 import asyncio as _asyncio
 import logging as _logging
+import threading as _threading
 import time as _time
 
 from bastion_fast._splice_py import STREAM_LINGER as _STREAM_LINGER
@@ -51,6 +56,34 @@ cdef struct _Piece:
     Py_ssize_t length
 
 
+cdef class _ReadBuffer:
+    """A read buffer shared by the splices of one thread, and the leg it was last handed to by get_buffer()."""
+    cdef bytearray buf
+    cdef object view
+    cdef unsigned char* ptr
+    cdef object owner
+
+    def __cinit__(self, Py_ssize_t size):
+        self.buf = bytearray(size)
+        self.ptr = <unsigned char*>PyByteArray_AS_STRING(self.buf)
+        self.view = memoryview(self.buf)   # pins the bytearray (no resize), so ptr stays valid
+        self.owner = None
+
+
+_read_buffers = _threading.local()
+
+
+cdef _ReadBuffer _shared_read_buffer(Py_ssize_t size):
+    """This thread's read buffer of ``size`` bytes (see _splice_py.shared_read_buffer)."""
+    pool = getattr(_read_buffers, "pool", None)
+    if pool is None:
+        pool = _read_buffers.pool = {}
+    buf = pool.get(size)
+    if buf is None:
+        buf = pool[size] = _ReadBuffer(size)
+    return <_ReadBuffer>buf
+
+
 cdef class _LegBase:
     """Common part of the three protocol objects: a typed reference back to the splice."""
     cdef Splice _s
@@ -62,13 +95,23 @@ cdef class _WsLegBase(_LegBase):
             self._s.attach_ws(transport)
 
     def get_buffer(self, Py_ssize_t sizehint):
-        return self._s._ws_view
+        cdef _ReadBuffer buf = self._s._rbuf
+        buf.owner = self
+        return buf.view
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        self._s._on_ws_data(self._s._ws_ptr, nbytes)
+        cdef Splice s = self._s
+        cdef _ReadBuffer buf = s._rbuf
+        if buf.owner is not self:
+            s._buffer_lost()
+            return
+        buf.owner = None
+        s._on_ws_data(buf.ptr, nbytes)
+        s._count_ws_read(nbytes)
 
     def data_received(self, data):
         self._s._on_ws_data_obj(data)
+        self._s._count_ws_read(len(data))
 
     def eof_received(self):
         return False
@@ -91,15 +134,25 @@ cdef class _StreamLegBase(_LegBase):
             self._s.attach_stream(transport)
 
     def get_buffer(self, Py_ssize_t sizehint):
-        return self._s._stream_view
+        cdef _ReadBuffer buf = self._s._rbuf
+        buf.owner = self
+        return buf.view
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        self._s._on_stream_data(self._s._stream_ptr, nbytes)
+        cdef Splice s = self._s
+        cdef _ReadBuffer buf = s._rbuf
+        if buf.owner is not self:
+            s._buffer_lost()
+            return
+        buf.owner = None
+        s._on_stream_data(buf.ptr, nbytes)
+        s._count_stream_read(nbytes)
 
     def data_received(self, data):
         cdef const unsigned char[::1] view = data
         if view.shape[0]:
             self._s._on_stream_data(&view[0], view.shape[0])
+            self._s._count_stream_read(view.shape[0])
 
     def eof_received(self):
         return self._s._on_stream_eof()
@@ -159,17 +212,20 @@ cdef class Splice:
     cdef readonly bint half_close
     cdef readonly double close_timeout
     cdef readonly long long drop_after_bytes
+    cdef readonly Py_ssize_t read_budget
     # codec and buffers
     cdef FrameEncoder _encoder
     cdef FrameDecoder _decoder
     cdef bint _debug
-    cdef bytearray _ws_buf
-    cdef bytearray _stream_buf
-    cdef object _ws_view
-    cdef object _stream_view
-    cdef unsigned char* _ws_ptr
-    cdef unsigned char* _stream_ptr
+    cdef _ReadBuffer _rbuf         # the thread's shared read buffer
     cdef _Piece _pieces[_MAX_PENDING]
+    # fairness (see the reference's docstring): budget left in this loop iteration, yielding, tick queued
+    cdef Py_ssize_t _sr_quota
+    cdef Py_ssize_t _ws_quota
+    cdef bint _sr_yield
+    cdef bint _ws_yield
+    cdef bint _tick_pending
+    cdef object _tick_cb           # bound _on_tick, cached
     # legs
     cdef readonly object ws_protocol
     cdef readonly object stream_protocol
@@ -215,10 +271,10 @@ cdef class Splice:
                  Py_ssize_t read_size=256 * 1024, Py_ssize_t high_water=1024 * 1024,
                  Py_ssize_t low_water=256 * 1024, keepalive=None, bint require_mask=True,
                  bint reject_continuation=False, long long drop_after_bytes=0, bint half_close=False,
-                 double close_timeout=10.0):
+                 double close_timeout=10.0, Py_ssize_t read_budget=256 * 1024):
         _check_options(frame_size=frame_size, max_frame_size=max_frame_size, read_size=read_size,
                        high_water=high_water, low_water=low_water, keepalive=keepalive,
-                       drop_after_bytes=drop_after_bytes, close_timeout=close_timeout)
+                       drop_after_bytes=drop_after_bytes, close_timeout=close_timeout, read_budget=read_budget)
         self._loop = _asyncio.get_running_loop()
         self.client = client
         self.frame_size = frame_size
@@ -229,18 +285,16 @@ cdef class Splice:
         self.half_close = half_close
         self.close_timeout = close_timeout
         self.drop_after_bytes = drop_after_bytes
+        self.read_budget = read_budget
         self._encoder = FrameEncoder(client=client, frame_size=frame_size)
         self._decoder = FrameDecoder(client=client, max_frame_size=max_frame_size, require_mask=require_mask,
                                      reject_continuation=reject_continuation)
         self._debug = _splice_log.isEnabledFor(_logging.DEBUG)
 
-        self._ws_buf = bytearray(read_size)
-        self._stream_buf = bytearray(read_size)
-        self._ws_ptr = <unsigned char*>PyByteArray_AS_STRING(self._ws_buf)
-        self._stream_ptr = <unsigned char*>PyByteArray_AS_STRING(self._stream_buf)
-        # The views pin the bytearrays (they can no longer be resized), so the raw pointers stay valid.
-        self._ws_view = memoryview(self._ws_buf)
-        self._stream_view = memoryview(self._stream_buf)
+        self._rbuf = _shared_read_buffer(read_size)
+        self._sr_quota = read_budget
+        self._ws_quota = read_budget
+        self._tick_cb = self._on_tick
 
         self.ws_protocol = _WsLeg()
         (<_LegBase>self.ws_protocol)._s = self
@@ -516,16 +570,11 @@ cdef class Splice:
         return 0
 
     cdef int _on_ws_data_obj(self, data) except -1:
-        """data_received()/leftover path: copy into the read buffer (parse works in place) a buffer at a time."""
-        cdef const unsigned char[::1] view = data
-        cdef Py_ssize_t pos = 0
-        cdef Py_ssize_t total = view.shape[0]
-        cdef Py_ssize_t take
-        while pos < total and not self._ws_over:
-            take = min(total - pos, self.read_size)
-            memcpy(self._ws_ptr, &view[pos], take)
-            self._on_ws_data(self._ws_ptr, take)
-            pos += take
+        """data_received()/leftover path: parse works in place, so on a private copy (never the shared buffer,
+        which may be in use by the read this call is nested in)."""
+        cdef bytearray copy = bytearray(data)
+        if len(copy):
+            self._on_ws_data(<unsigned char*>PyByteArray_AS_STRING(copy), len(copy))
         return 0
 
     cdef int _forward(self, unsigned char* buf, Py_ssize_t compacted, Py_ssize_t npieces) except -1:
@@ -707,6 +756,7 @@ cdef class Splice:
             want = True
         else:
             want = self._ws is not None and not self._ws_write_paused and not self._close_sent
+        want = want and not self._sr_yield
         if (force or want != self._sr_reading) and not sr.is_closing():
             self._sr_reading = want
             if want:
@@ -721,7 +771,7 @@ cdef class Splice:
         if ws is None or self._ws_lost or self._ws_over:
             return 0
         stream_gone = self._sw_lost or self._sw_eof_sent
-        want = self._sw is not None and (stream_gone or not self._sw_write_paused)
+        want = self._sw is not None and (stream_gone or not self._sw_write_paused) and not self._ws_yield
         if (force or want != self._ws_reading) and not ws.is_closing():
             self._ws_reading = want
             if want:
@@ -729,6 +779,59 @@ cdef class Splice:
             else:
                 ws.pause_reading()
         return 0
+
+    cdef int _count_stream_read(self, Py_ssize_t n) except -1:
+        """Fairness: charge a stream read to this iteration's budget; past it, yield until the tick."""
+        if not self.read_budget:
+            return 0
+        self._sr_quota -= n
+        if self._sr_quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._tick_cb)
+        if self._sr_quota < 0 and not self._sr_yield:
+            self._sr_yield = True
+            self._update_stream_reading(False)
+        return 0
+
+    cdef int _count_ws_read(self, Py_ssize_t n) except -1:
+        """Fairness: the same for the WebSocket leg."""
+        if not self.read_budget:
+            return 0
+        self._ws_quota -= n
+        if self._ws_quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._tick_cb)
+        if self._ws_quota < 0 and not self._ws_yield:
+            self._ws_yield = True
+            self._update_ws_reading(False)
+        return 0
+
+    def _on_tick(self):
+        """A new loop iteration: refill both budgets and let a leg that yielded read again."""
+        self._tick_pending = False
+        self._sr_quota = self.read_budget
+        self._ws_quota = self.read_budget
+        if self._sr_yield:
+            self._sr_yield = False
+            self._update_stream_reading(False)
+        if self._ws_yield:
+            self._ws_yield = False
+            self._update_ws_reading(False)
+
+    cdef int _buffer_lost(self) except -1:
+        """buffer_updated() did not follow this leg's get_buffer(): the bytes may be another connection's."""
+        if self.error is None:
+            self.error = RuntimeError(
+                "internal error: the event loop delivered a read after the shared read buffer was handed to "
+                "another connection; the connection was dropped rather than forward corrupted data")
+        _splice_log.error("splice: %s", self.error)
+        self.abort()
+        return 0
+
+    @property
+    def read_buffer(self):
+        """The (thread-shared) read buffer, read-only: for tests and diagnostics."""
+        return self._rbuf.view.toreadonly()
 
     def _on_ping_timer(self):
         self._ping_timer = None

@@ -12,7 +12,25 @@ A :class:`Splice` owns two asyncio protocol objects and the transports they are 
   masked frames and expect unmasked ones; in server role (the emulator) the reverse.
 * the **stream leg** (``stream_protocol``): a TCP socket, or a read pipe plus a write pipe (stdin/stdout).
 
-Data path, stream → WebSocket: every read (up to ``read_size`` bytes, into one reused buffer) becomes binary
+Read buffer: one per thread (per ``read_size``), shared by every splice and both legs. It is only touched between a
+transport's ``get_buffer()`` and the ``buffer_updated()`` that follows, and those run back to back in one call in
+both loops (asyncio's selector and SSL paths, uvloop's stream and SSL paths: ``sslobj.read`` into the buffer, then
+``buffer_updated``); each read is consumed (copied into a new object) inside ``buffer_updated``. Bytes that must
+outlive the callback (a read before the other leg is attached) are copied out. The buffer records which leg it was
+handed to; a ``buffer_updated`` that does not follow its own ``get_buffer`` (a loop that deferred it) drops the
+connection with a ``RuntimeError`` in ``error`` instead of forwarding bytes another connection may have overwritten.
+
+Fairness: uvloop (libuv) reads a ready socket up to 32 times per loop iteration, so one bulk connection could feed
+32 × ``read_size`` bytes through encode and TLS before any other connection is served (tens of ms). Each leg
+therefore counts the bytes it reads; once it has read more than ``read_budget`` since the last "tick" it pauses its
+transport (which ends libuv's read loop) until the tick, a ``call_soon`` callback that refills the budget and
+resumes the leg — so other connections are served in between. The tick is scheduled once half the budget is used,
+i.e. it runs at the start of the next loop iteration after a large read and never for interactive traffic; a burst
+within one iteration is thus bounded by ``read_budget`` + one read. asyncio reads once per readiness event, so with
+``read_size`` ≤ ``read_budget`` it never has to yield. The yield is kept apart from flow control's pause: a leg
+reads only when neither wants it paused.
+
+Data path, stream → WebSocket: every read (up to ``read_size`` bytes, into the shared buffer) becomes binary
 frames of at most ``frame_size`` payload bytes, each a complete message (FIN=1; Bastion may reject continuation
 frames), all of them in one freshly allocated ``bytes`` handed to one ``transport.write`` — a transport may keep a
 view of unsent data, so nothing handed to it is ever reused, and TLS never sees a lone header.
@@ -52,11 +70,13 @@ transport calls ``pause_writing`` the stream leg stops reading; when the stream'
 WebSocket leg stops reading; both resume at low water. Control frames (pong, close) are written regardless.
 A leg is also not read until the other is attached (the stream leg may be accepted long before the upgrade).
 
-Memory bound per connection, whatever the peers do: two read buffers (``read_size`` each) plus each transport's
-write buffer, which stops growing one read after it passes ``high_water`` (the read that crossed it is still
-written in full), i.e. about ``2 × (read_size + high_water)`` plus frame headers (14 bytes per ``frame_size``) and
-the decoder's ≤ 139 bytes of partial header/control frame. Defaults: 2 × (256 KiB + 1 MiB) ≈ 2.5 MiB. Behind TLS,
-the TLS layer's own buffers add a fixed amount on top.
+Memory bound per connection, whatever the peers do: each transport's write buffer, which stops growing one read
+after it passes ``high_water`` (the read that crossed it is still written in full), i.e. about
+``2 × (read_size + high_water)`` plus frame headers (14 bytes per ``frame_size``) and the decoder's ≤ 139 bytes of
+partial header/control frame; the read buffer is per thread, not per connection (``read_size`` once per thread), and
+held early data is at most one read per leg. An idle or flowing connection (write buffers drained) costs only the
+splice object and the codec state. Defaults: at most 2 × (256 KiB + 1 MiB) ≈ 2.5 MiB while a peer is slow. Behind
+TLS, the TLS layer's own buffers add to this (see DESIGN.md §2).
 
 Sockets: ``TCP_NODELAY`` on TCP legs; ``SO_KEEPALIVE`` (idle 30 s, interval 10 s, 3 probes, where the platform
 has them — websocket-client's values) on the WebSocket leg's socket; optional WebSocket pings every
@@ -72,6 +92,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 
 from bastion_fast._codec_py import OP_CLOSE, OP_PING, FrameDecoder, FrameEncoder, parse_close
@@ -91,6 +112,34 @@ STREAM_LINGER = 0.5
 
 # websocket-client's keepalive values (PROTOCOL.md §3.1), applied where the platform has the options.
 _KEEPALIVE_OPTS = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+
+
+class _ReadBuffer:
+    """A read buffer shared by the splices of one thread, and the leg it was last handed to by ``get_buffer``."""
+
+    __slots__ = ("owner", "view")
+
+    def __init__(self, size: int) -> None:
+        self.view = memoryview(bytearray(size))
+        self.owner: object = None
+
+
+_THREAD = threading.local()
+
+
+def shared_read_buffer(size: int) -> _ReadBuffer:
+    """This thread's read buffer of ``size`` bytes (created on first use, kept for the thread's life).
+
+    Per thread rather than per loop: a thread runs one loop at a time and its callbacks never interleave between a
+    ``get_buffer`` and its ``buffer_updated``, so loops that take turns on a thread can share it too.
+    """
+    pool: dict[int, _ReadBuffer] | None = getattr(_THREAD, "pool", None)
+    if pool is None:
+        pool = _THREAD.pool = {}
+    buf = pool.get(size)
+    if buf is None:
+        buf = pool[size] = _ReadBuffer(size)
+    return buf
 
 
 def _tune_socket(transport: asyncio.BaseTransport, keepalive: bool) -> None:
@@ -123,7 +172,7 @@ def abort_transport(transport: asyncio.BaseTransport) -> None:
 
 def check_options(
     *, frame_size: int, max_frame_size: int, read_size: int, high_water: int, low_water: int,
-    keepalive: float | None, drop_after_bytes: int, close_timeout: float,
+    keepalive: float | None, drop_after_bytes: int, close_timeout: float, read_budget: int = 0,
 ) -> None:
     """Raise ValueError for option values the pump cannot work with (shared by both implementations)."""
     if not 1 <= frame_size <= 2**31:
@@ -136,6 +185,8 @@ def check_options(
         raise ValueError(f"need 0 <= low_water <= high_water, got low={low_water} high={high_water}")
     if keepalive is not None and keepalive <= 0:
         raise ValueError(f"keepalive must be positive seconds or None, got {keepalive}")
+    if read_budget < 0:
+        raise ValueError(f"read_budget must be >= 0 (0 = never yield), got {read_budget}")
     if drop_after_bytes < 0:
         raise ValueError(f"drop_after_bytes must be >= 0, got {drop_after_bytes}")
     if close_timeout <= 0:
@@ -156,13 +207,23 @@ class _WsLeg(asyncio.BufferedProtocol):
             self._s.attach_ws(transport)  # type: ignore[arg-type]
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._s._ws_view
+        buf = self._s._rbuf
+        buf.owner = self
+        return buf.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._s._on_ws_data(self._s._ws_view[:nbytes])
+        s = self._s
+        buf = s._rbuf
+        if buf.owner is not self:
+            s._buffer_lost()
+            return
+        buf.owner = None
+        s._on_ws_data(buf.view[:nbytes])
+        s._count_ws_read(nbytes)
 
     def data_received(self, data: bytes) -> None:  # transports without buffered-read support
         self._s._on_ws_data(data)
+        self._s._count_ws_read(len(data))
 
     def eof_received(self) -> bool:
         return False  # a WebSocket has no half-close: let the transport close; connection_lost decides
@@ -192,13 +253,23 @@ class _StreamLeg(asyncio.BufferedProtocol):
             self._s.attach_stream(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._s._stream_view
+        buf = self._s._rbuf
+        buf.owner = self
+        return buf.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._s._on_stream_data(self._s._stream_view[:nbytes])
+        s = self._s
+        buf = s._rbuf
+        if buf.owner is not self:
+            s._buffer_lost()
+            return
+        buf.owner = None
+        s._on_stream_data(buf.view[:nbytes])
+        s._count_stream_read(nbytes)
 
     def data_received(self, data: bytes) -> None:  # asyncio's read pipes have no buffered mode
         self._s._on_stream_data(data)
+        self._s._count_stream_read(len(data))
 
     def eof_received(self) -> bool:
         return self._s._on_stream_eof()
@@ -238,7 +309,8 @@ class Splice:
         client: True for the client role (masked frames out, unmasked in), False for the server role.
         frame_size: largest payload per outgoing frame; every frame is a complete binary message.
         max_frame_size: largest incoming frame accepted (larger ⇒ Close 1009).
-        read_size: size of each leg's reused read buffer.
+        read_size: largest read; the read buffer (this size) is shared by all splices of the thread.
+        read_budget: bytes a leg may read in one loop iteration before it yields to other connections (0 = never).
         high_water, low_water: write-buffer limits on both legs (flow control).
         keepalive: send a WebSocket ping every this many seconds (None = never).
         require_mask: server role only — reject unmasked client frames (RFC 6455 requires the mask).
@@ -265,10 +337,11 @@ class Splice:
         drop_after_bytes: int = 0,
         half_close: bool = False,
         close_timeout: float = 10.0,
+        read_budget: int = 256 * KiB,
     ) -> None:
         check_options(frame_size=frame_size, max_frame_size=max_frame_size, read_size=read_size,
                       high_water=high_water, low_water=low_water, keepalive=keepalive,
-                      drop_after_bytes=drop_after_bytes, close_timeout=close_timeout)
+                      drop_after_bytes=drop_after_bytes, close_timeout=close_timeout, read_budget=read_budget)
         self._loop = asyncio.get_running_loop()
         self.client = client
         self.frame_size = frame_size
@@ -279,14 +352,21 @@ class Splice:
         self.half_close = half_close
         self.close_timeout = close_timeout
         self.drop_after_bytes = drop_after_bytes
+        self.read_budget = read_budget
         self._encoder = FrameEncoder(client=client, frame_size=frame_size)
         self._decoder = FrameDecoder(client=client, max_frame_size=max_frame_size, require_mask=require_mask,
                                      reject_continuation=reject_continuation)
         self._debug = log.isEnabledFor(logging.DEBUG)
 
-        # Reused read buffers: handed to the transports by get_buffer(), never to write().
-        self._ws_view = memoryview(bytearray(read_size))
-        self._stream_view = memoryview(bytearray(read_size))
+        # The thread's shared read buffer: handed to the transports by get_buffer(), never to write().
+        self._rbuf = shared_read_buffer(read_size)
+        # Fairness (see the module docstring): bytes each leg may still read in this loop iteration, whether it is
+        # paused for that reason (kept apart from flow control's pause), and whether the resetting tick is queued.
+        self._sr_quota = read_budget
+        self._ws_quota = read_budget
+        self._sr_yield = False
+        self._ws_yield = False
+        self._tick_pending = False
 
         self.ws_protocol: asyncio.BufferedProtocol = _WsLeg(self)
         self.stream_protocol: asyncio.BufferedProtocol = _StreamLeg(self)
@@ -671,7 +751,8 @@ class Splice:
         if sr is None or self._sr_lost or self._stream_eof:
             return
         # While draining after the end, read (and discard) whatever the application still sends.
-        want = self._ws_over or (self._ws is not None and not self._ws_write_paused and not self._close_sent)
+        want = (self._ws_over or (self._ws is not None and not self._ws_write_paused and not self._close_sent)) \
+            and not self._sr_yield
         if (force or want != self._sr_reading) and not sr.is_closing():
             self._sr_reading = want
             if want:
@@ -685,13 +766,62 @@ class Splice:
         if ws is None or self._ws_lost or self._ws_over:
             return
         stream_gone = self._sw_lost or self._sw_eof_sent
-        want = self._sw is not None and (stream_gone or not self._sw_write_paused)
+        want = self._sw is not None and (stream_gone or not self._sw_write_paused) and not self._ws_yield
         if (force or want != self._ws_reading) and not ws.is_closing():
             self._ws_reading = want
             if want:
                 ws.resume_reading()
             else:
                 ws.pause_reading()
+
+    def _count_stream_read(self, n: int) -> None:
+        """Fairness: charge a stream read to this iteration's budget; past it, yield until the tick."""
+        if not self.read_budget:
+            return
+        self._sr_quota -= n
+        if self._sr_quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._on_tick)
+        if self._sr_quota < 0 and not self._sr_yield:
+            self._sr_yield = True
+            self._update_stream_reading()
+
+    def _count_ws_read(self, n: int) -> None:
+        """Fairness: the same for the WebSocket leg."""
+        if not self.read_budget:
+            return
+        self._ws_quota -= n
+        if self._ws_quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._on_tick)
+        if self._ws_quota < 0 and not self._ws_yield:
+            self._ws_yield = True
+            self._update_ws_reading()
+
+    def _on_tick(self) -> None:
+        """A new loop iteration: refill both budgets and let a leg that yielded read again."""
+        self._tick_pending = False
+        self._sr_quota = self._ws_quota = self.read_budget
+        if self._sr_yield:
+            self._sr_yield = False
+            self._update_stream_reading()
+        if self._ws_yield:
+            self._ws_yield = False
+            self._update_ws_reading()
+
+    def _buffer_lost(self) -> None:
+        """buffer_updated() did not follow this leg's get_buffer(): the bytes may be another connection's."""
+        if self.error is None:
+            self.error = RuntimeError(
+                "internal error: the event loop delivered a read after the shared read buffer was handed to "
+                "another connection; the connection was dropped rather than forward corrupted data")
+        log.error("splice: %s", self.error)
+        self.abort()
+
+    @property
+    def read_buffer(self) -> memoryview:
+        """The (thread-shared) read buffer, read-only: for tests and diagnostics."""
+        return self._rbuf.view.toreadonly()
 
     def _on_ping_timer(self) -> None:
         self._ping_timer = None

@@ -28,13 +28,24 @@ from typing import Any
 from bastion_fast.control.models import AUTH_KINDS, ConnectionOptions
 from bastion_fast.exceptions import UsageError
 
-__all__ = ["ARM_ENDPOINT_ENV", "add_connection_options", "add_target_options", "options_from_args"]
+__all__ = ["ARM_ENDPOINT_ENV", "add_connection_options", "add_target_options", "options_from_args", "positive_seconds"]
 
 ARM_ENDPOINT_ENV = "BASTION_FAST_ARM_ENDPOINT"
 _ALIASES: dict[str, tuple[str, ...]] = {
     "name": ("name", "bastion", "bastion_name"),
     "resource_group": ("resource_group", "rg", "group", "resource-group"),
 }
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for durations such as ``--keepalive`` and ``--timeout``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bastion_fast.cli._options import positive_seconds
+
 __all__ = ["HELP", "NAME", "register", "run"]
 
 NAME = "proxy"
@@ -22,16 +24,6 @@ Bastion failed it, 130/143 when interrupted.
 """
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     from bastion_fast.cli._options import add_connection_options, add_target_options
     from bastion_fast.commands.cliargs import add_profile_arguments
@@ -42,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_connection_options(parser)
     add_target_options(parser, resource_port_required=False, default_port=22)
     data = parser.add_argument_group("data path")
-    data.add_argument("--keepalive", metavar="S", type=_seconds, default=None,
+    data.add_argument("--keepalive", metavar="S", type=positive_seconds, default=None,
                       help="send a WebSocket ping every S seconds (default: TCP keepalive only)")
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from bastion_fast.cli._options import positive_seconds
+
 __all__ = ["HELP", "NAME", "register", "run"]
 
 NAME = "tunnel"
@@ -37,16 +39,6 @@ def parse_size(text: str) -> int:
     return int(digits) * _SIZE_UNITS[unit]
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -63,7 +55,7 @@ def add_tunnel_options(parser: argparse.ArgumentParser) -> None:
     local = parser.add_argument_group("local listener")
     local.add_argument("--bind-address", dest="bind_address", metavar="ADDRESS", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; anything else is reachable by other hosts)")
-    local.add_argument("--idle-timeout", dest="idle_timeout", metavar="S", type=_seconds, default=None,
+    local.add_argument("--idle-timeout", dest="idle_timeout", metavar="S", type=positive_seconds, default=None,
                        help="exit after S seconds without any connection")
     local.add_argument("--max-failures", dest="max_failures", metavar="N", type=int, default=5,
                        help="exit (code 1) after N consecutive failed connections (default 5; 0 = never)")
@@ -74,12 +66,13 @@ def add_tunnel_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data path")
     data.add_argument("--frame-size", dest="frame_size", metavar="BYTES", type=parse_size, default=32768,
                       help="payload bytes per WebSocket frame, 4096…1MiB (default 32k; 4096 is what az sends)")
-    data.add_argument("--keepalive", metavar="S", type=_seconds, default=None,
+    data.add_argument("--keepalive", metavar="S", type=positive_seconds, default=None,
                       help="send a WebSocket ping every S seconds (default: TCP keepalive only, like az)")
     data.add_argument("--half-close", dest="half_close", action="store_true",
                       help="when the local app shuts down writing, keep receiving until Bastion or the target closes "
                       "(default: close the session, like az)")
-    data.add_argument("--connect-timeout", dest="connect_timeout", metavar="S", type=_seconds, default=10.0,
+    data.add_argument("--connect-timeout", dest="connect_timeout", metavar="S", type=positive_seconds,
+                      default=10.0,
                       help="seconds to connect the WebSocket (TCP, proxy, TLS; default 10)")
 
 
@@ -94,7 +87,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=_port, default=None, metavar="PORT",
                         help="Local port to use for the tunneling (0 = pick a free port and report it); required "
                         "unless the profile sets it.")
-    parser.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
                         help="Timeout for connection to bastion host tunnel: the tunnel's maximum lifetime in "
                         "seconds (as in az); connections are closed and their sessions deleted at expiry.")
     add_tunnel_options(parser)

@@ -41,16 +41,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTH_KINDS",
+    "HTTP_CREDENTIALS",
     "STATIC_TOKEN_ENV",
     "StaticTokenCredential",
     "ThreadedCredential",
     "TokenCache",
     "create_credential",
+    "signed_in_token_cache",
 ]
 
 log = logging.getLogger("bastion_fast.control.credentials")
 
 STATIC_TOKEN_ENV = "BASTION_FAST_TOKEN"  # noqa: S105 - a variable name, not a secret
+# The --auth kinds whose credential makes HTTP calls itself (AAD, IMDS): they share our aiohttp session.
+HTTP_CREDENTIALS = frozenset({"default", "managed-identity", "environment", "workload-identity"})
 DEFAULT_REFRESH_MARGIN = 300.0
 RETRY_AFTER_FAILED_REFRESH = 30.0
 
@@ -388,3 +392,35 @@ def create_credential(
         return ThreadedCredential(InteractiveBrowserCredential(**ib_kwargs))
     except ValueError as exc:  # azure-identity validates its inputs in constructors
         raise _authentication_error(exc, kind) from exc
+
+
+def signed_in_token_cache(
+    options: Any,
+    *,
+    cloud: Cloud,
+    subscription: str,
+    session: Any,
+    credential: Any = None,
+    clock: Any = None,
+) -> TokenCache:
+    """The one way a command turns ``--auth``/``--tenant``/``--client-id`` into a cached ARM token source.
+
+    Used by the tunnel's control plane and by the Bastion-administration commands, so both sign in identically.
+    ``credential`` (tests, library callers) is used as given and not closed by the cache; otherwise one is built
+    for ``options.auth``, with the HTTP-calling kinds sharing ``session`` (same TLS and proxy settings).
+    """
+    import time
+
+    auth = options.auth.lower()
+    owns_credential = credential is None
+    if credential is None:
+        transport = None
+        if auth in HTTP_CREDENTIALS and session is not None:
+            from azure.core.pipeline.transport import AioHttpTransport
+
+            transport = AioHttpTransport(session=session, session_owner=False)
+        credential = create_credential(options.auth, cloud=cloud, tenant=options.tenant,
+                                       client_id=options.client_id, subscription=subscription, transport=transport)
+    tenant_option = options.tenant if auth == "default" else None
+    return TokenCache(credential, auth=auth, tenant_id=tenant_option, owns_credential=owns_credential,
+                      clock=clock or time.time)

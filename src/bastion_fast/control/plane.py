@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,6 @@ log = logging.getLogger("bastion_fast.control")
 
 
 # Credentials that make HTTP calls themselves, through a transport on our aiohttp session.
-_HTTP_CREDENTIALS = frozenset({"default", "managed-identity", "environment", "workload-identity"})
 
 
 def _stale_data_could_explain(exc: TokenExchangeError, *, ip_target: bool) -> bool:
@@ -315,7 +313,7 @@ async def connect(
     """
     from bastion_fast.control import discovery
     from bastion_fast.control.clouds import resolve_cloud
-    from bastion_fast.control.credentials import TokenCache, create_credential
+    from bastion_fast.control.credentials import HTTP_CREDENTIALS, signed_in_token_cache
     from bastion_fast.control.subscription import resolve_subscription
     from bastion_fast.control.targets import validate_target
     from bastion_fast.exceptions import DiscoveryError
@@ -354,21 +352,11 @@ async def connect(
     auth = options.auth.lower()
     session: aiohttp.ClientSession | None = None
     tokens: TokenCache | None = None
-    owns_credential = credential is None
     try:
-        if cached is None or (credential is None and auth in _HTTP_CREDENTIALS):
+        if cached is None or (credential is None and auth in HTTP_CREDENTIALS):
             session = make_session(options)
-        if credential is None:
-            transport = None
-            if auth in _HTTP_CREDENTIALS:
-                from azure.core.pipeline.transport import AioHttpTransport
-
-                transport = AioHttpTransport(session=session, session_owner=False)
-            credential = create_credential(options.auth, cloud=cloud, tenant=options.tenant,
-                                           client_id=options.client_id, subscription=sub.id, transport=transport)
-        tenant_option = options.tenant if auth == "default" else None
-        tokens = TokenCache(credential, auth=auth, tenant_id=tenant_option, owns_credential=owns_credential,
-                            clock=clock or time.time)
+        tokens = signed_in_token_cache(options, cloud=cloud, subscription=sub.id, session=session,
+                                       credential=credential, clock=clock)
         await tokens.get_token_info(cloud.arm_scope)
         if cached is not None:
             bastion = cached
@@ -394,9 +382,7 @@ async def connect(
                 sdk_ready.exception()  # retrieved: an import error must not resurface as a loop warning
         try:
             if tokens is not None:
-                await tokens.close()
-            elif owns_credential and credential is not None and hasattr(credential, "close"):
-                await credential.close()
+                await tokens.close()  # closes the credential too when the cache built it
         finally:
             if session is not None:
                 await session.close()

@@ -269,7 +269,7 @@ async def open_arm(options: ConnectionOptions, *, credential: Any = None, retry_
         UsageError, ConfigurationError, AuthenticationError.
     """
     from bastion_fast.control.clouds import resolve_cloud
-    from bastion_fast.control.credentials import TokenCache, create_credential
+    from bastion_fast.control.credentials import signed_in_token_cache
     from bastion_fast.control.plane import make_session
     from bastion_fast.control.subscription import resolve_subscription
 
@@ -280,17 +280,8 @@ async def open_arm(options: ConnectionOptions, *, credential: Any = None, retry_
                          hint="ARM tokens are only sent over TLS, e.g. --arm-endpoint https://management.azure.com.")
     session = make_session(options)
     try:
-        owns = credential is None
-        if credential is None:
-            transport = None
-            if options.auth.lower() not in {"static", "cli", "device-code", "browser"}:
-                from azure.core.pipeline.transport import AioHttpTransport
-
-                transport = AioHttpTransport(session=session, session_owner=False)
-            credential = create_credential(options.auth, cloud=cloud, tenant=options.tenant,
-                                           client_id=options.client_id, subscription=sub.id, transport=transport)
-        tenant_option = options.tenant if options.auth.lower() == "default" else None
-        cache = TokenCache(credential, auth=options.auth.lower(), tenant_id=tenant_option, owns_credential=owns)
+        cache = signed_in_token_cache(options, cloud=cloud, subscription=sub.id, session=session,
+                                      credential=credential)
         base_url = (options.arm_endpoint or cloud.arm_endpoint).rstrip("/")
         return ArmSession(credential=cache, cloud=cloud, base_url=base_url, subscription=sub.id, session=session,
                           retry_total=retry_total)
