@@ -21,6 +21,9 @@
 #                        (a flood of tiny frames) are compacted to the front of the buffer as they come, so memory
 #                        stays fixed. Control frames: a ping is answered at once, a close flushes the slices first.
 #
+# Fairness (read_budget): each leg counts its reads; past the budget it pauses until a call_soon tick refills it
+# (same logic as the reference, kept apart from flow control by the _sr_yield/_ws_yield flags).
+#
 # Per read there is one Python object created (the bytes handed to write; plus, on the first read of a loop
 # iteration, the fairness tick's handle) and no logging; debug logging is behind the cached ``_debug`` flag. TLS is never bypassed: writes go through transport.write().
 #

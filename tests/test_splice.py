@@ -621,7 +621,7 @@ def test_socket_options(impl: ModuleType, loop_name: str) -> None:
 def test_options_are_validated(impl: ModuleType) -> None:
     async def body() -> None:
         for bad in ({"low_water": 10, "high_water": 5}, {"frame_size": 0}, {"read_size": 0},
-                    {"keepalive": 0}, {"drop_after_bytes": -1}, {"close_timeout": 0}):
+                    {"keepalive": 0}, {"drop_after_bytes": -1}, {"close_timeout": 0}, {"read_budget": -1}):
             with pytest.raises(ValueError):
                 impl.Splice(client=True, **bad)
         splice = impl.Splice(client=True)
