@@ -193,18 +193,20 @@ def check_options(
         raise ValueError(f"close_timeout must be positive seconds, got {close_timeout}")
 
 
-class _WsLeg(asyncio.BufferedProtocol):
-    """The WebSocket leg's protocol: forwards every transport event to the splice."""
+class _ReadLeg(asyncio.BufferedProtocol):
+    """What both reading legs share: reads land in the splice's shared buffer and go to ``_deliver`` at once.
+
+    The buffer is shared by every splice on this thread, so ``buffer_updated`` must follow this leg's own
+    ``get_buffer`` (asyncio and uvloop always do); anything else means another connection may have overwritten it.
+    """
 
     __slots__ = ("_s",)
 
     def __init__(self, splice: Splice) -> None:
         self._s = splice
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Only when the protocol is used directly (no separate handshake protocol): attach it.
-        if self._s._ws is None:
-            self._s.attach_ws(transport)  # type: ignore[arg-type]
+    def _deliver(self, data: bytes | memoryview) -> None:
+        raise NotImplementedError
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._s._rbuf
@@ -212,16 +214,28 @@ class _WsLeg(asyncio.BufferedProtocol):
         return buf.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        s = self._s
-        buf = s._rbuf
+        buf = self._s._rbuf
         if buf.owner is not self:
-            s._buffer_lost()
+            self._s._buffer_lost()
             return
         buf.owner = None
-        s._on_ws_data(buf.view[:nbytes])
-        s._count_ws_read(nbytes)
+        self._deliver(buf.view[:nbytes])
 
-    def data_received(self, data: bytes) -> None:  # transports without buffered-read support
+    def data_received(self, data: bytes) -> None:  # transports without buffered reads (asyncio's read pipes)
+        self._deliver(data)
+
+
+class _WsLeg(_ReadLeg):
+    """The WebSocket leg's protocol: forwards every transport event to the splice."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Only when the protocol is used directly (no separate handshake protocol): attach it.
+        if self._s._ws is None:
+            self._s.attach_ws(transport)  # type: ignore[arg-type]
+
+    def _deliver(self, data: bytes | memoryview) -> None:
         self._s._on_ws_data(data)
         self._s._count_ws_read(len(data))
 
@@ -240,34 +254,16 @@ class _WsLeg(asyncio.BufferedProtocol):
         self._s._update_stream_reading()
 
 
-class _StreamLeg(asyncio.BufferedProtocol):
+class _StreamLeg(_ReadLeg):
     """The stream leg's protocol (a TCP socket, or the read pipe)."""
 
-    __slots__ = ("_s",)
-
-    def __init__(self, splice: Splice) -> None:
-        self._s = splice
+    __slots__ = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._s._sr is None:
             self._s.attach_stream(transport)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        buf = self._s._rbuf
-        buf.owner = self
-        return buf.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        s = self._s
-        buf = s._rbuf
-        if buf.owner is not self:
-            s._buffer_lost()
-            return
-        buf.owner = None
-        s._on_stream_data(buf.view[:nbytes])
-        s._count_stream_read(nbytes)
-
-    def data_received(self, data: bytes) -> None:  # asyncio's read pipes have no buffered mode
+    def _deliver(self, data: bytes | memoryview) -> None:
         self._s._on_stream_data(data)
         self._s._count_stream_read(len(data))
 
