@@ -222,3 +222,39 @@ def vm_behind_bastion(tmp: Path, **sshd_options: Any) -> Iterator[VmSetup]:
     with running_sshd(**sshd_options) as sshd, \
             running_emulator({vm: f"127.0.0.1:{sshd.port}"}, state_dir=tmp / "emulator") as emu:
         yield VmSetup(emu=emu, sshd=sshd, tmp=tmp, vm=vm, env=emu.env(tmp))
+
+
+class PtyCapture:
+    """A pseudo-terminal whose output is collected on a thread: lets a test see what a user's terminal shows.
+
+    Give ``slave`` to the child as its stderr/stdout; ``text()`` is everything shown so far; ``close()`` ends it.
+    """
+
+    def __init__(self) -> None:
+        import pty
+
+        self.master, self.slave = pty.openpty()
+        self.chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.chunks.append(data)
+
+    def raw(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def text(self) -> str:
+        return self.raw().decode(errors="replace")
+
+    def close(self) -> None:
+        os.close(self.slave)
+        self._thread.join(timeout=10)
+        os.close(self.master)

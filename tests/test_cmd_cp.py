@@ -6,16 +6,14 @@ import asyncio
 import hashlib
 import json
 import os
-import pty
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion_fast.commands.cp import Pair, parse_location, plan_pairs, resume_batch, verify_pairs
-from tests.cmd_harness import VmSetup, bastion_fast, cli_command, vm_behind_bastion
+from tests.cmd_harness import PtyCapture, VmSetup, bastion_fast, cli_command, vm_behind_bastion
 from tests.fixtures_sshd import sshd_missing_reason
 
 needs_sshd = pytest.mark.skipif(sshd_missing_reason() is not None, reason=sshd_missing_reason() or "")
@@ -203,29 +201,13 @@ def test_progress_bar_on_a_terminal(setup: VmSetup, tmp_path: Path) -> None:
     source = random_file(tmp_path / "p.bin", 16 * MiB)
     remote_dir = tmp_path / "vm"
     remote_dir.mkdir()
-    master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def reader() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+    terminal = PtyCapture()
     env = {**setup.env, "COLUMNS": "120", "TERM": "xterm"}
     process = subprocess.run([*cli_command(), "cp", *setup.target_args, str(source),
                               f"{setup.user}@web1:{remote_dir}/"], env=env, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=slave, timeout=300, check=False)
-    os.close(slave)
-    thread.join(timeout=10)
-    os.close(master)
-    shown = b"".join(chunks).decode(errors="replace")
+                             stdout=subprocess.PIPE, stderr=terminal.slave, timeout=300, check=False)
+    terminal.close()
+    shown = terminal.text()
     assert process.returncode == 0, shown
     assert "upload" in shown and "MB/s" in shown  # the bar (label, rate) and the summary line
     assert "uploaded 16.0 MiB in" in shown

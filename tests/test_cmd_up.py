@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.cmd_harness import WAIT, cli_command, running_emulator, vm_id
+from tests.cmd_harness import WAIT, PtyCapture, cli_command, running_emulator, vm_id
 
 
 def write_profiles(path: Path, info: dict[str, str]) -> None:
@@ -74,41 +74,22 @@ def test_one_bad_profile_stops_everything_with_its_name(tmp_path: Path) -> None:
 
 
 def test_status_table_on_a_terminal(tmp_path: Path) -> None:
-    import os
-    import pty
-    import threading
     import time
 
     with running_emulator({vm_id("web1"): "echo", vm_id("db1"): "echo"}, state_dir=tmp_path / "emu") as emu:
         env = {**emu.env(tmp_path), "COLUMNS": "120", "TERM": "xterm"}
         write_profiles(tmp_path / "config.toml", emu.info)
-        master, slave = pty.openpty()
-        chunks: list[bytes] = []
-
-        def reader() -> None:
-            while True:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                chunks.append(data)
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
+        terminal = PtyCapture()
         process = subprocess.Popen([*cli_command(), "up", "web1:0", "db1:0"], env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=slave)
+                                   stdout=subprocess.DEVNULL, stderr=terminal.slave)
         try:
             deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline and b"db1:5432" not in b"".join(chunks):
+            while time.monotonic() < deadline and b"db1:5432" not in terminal.raw():
                 time.sleep(0.1)
-            shown = b"".join(chunks).decode(errors="replace")
+            shown = terminal.text()
             assert "web1:22" in shown and "db1:5432" in shown, shown
             assert "connections" in shown and "0 open / 0" in shown
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=WAIT) == 130
-            os.close(slave)
-            thread.join(timeout=10)
-            os.close(master)
+            terminal.close()
