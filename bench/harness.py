@@ -404,10 +404,34 @@ class Rig:
         if proc is not None and proc.alive():
             return proc
         argv, env = client_command(kind, self.info, self.target_port, cache_dir=self.cache_dir)
+        first_run_rss = None
+        if kind in ("cython", "pure") and "idle" not in RESULTS.get("idle", {}).get(kind, {}):
+            # A user's first tunnel to a Bastion discovers it through azure-mgmt-network (~45 MB of imports that
+            # stay); later starts are answered by the discovery cache. Measure that first run's idle RSS, then run
+            # the scenarios on a cached start, the common case of a long-lived tunnel — both are in the table.
+            first_run_rss = self._idle_rss(ManagedProcess(f"first-run-{kind}", [*argv, "--no-discovery-cache"],
+                                                          env, log_dir=self.log_dir), stop=True)
+            if not any(self.cache_dir.rglob("*")):  # fill the discovery cache (a user's first run does it)
+                self._idle_rss(ManagedProcess(f"fill-cache-{kind}", argv, env, log_dir=self.log_dir), stop=True)
         proc = ManagedProcess(f"client-{kind}", argv, env, log_dir=self.log_dir)
-        proc.start(timeout=60)
+        idle = self._idle_rss(proc, stop=False)
+        if "idle" not in RESULTS.get("idle", {}).get(kind, {}):
+            metrics: dict[str, Any] = {"idle": True, "rss_mb": round(idle / MB, 1)}
+            if first_run_rss is not None:
+                metrics["first_run_rss_mb"] = round(first_run_rss / MB, 1)
+            record("idle", kind, metrics)
         self.clients[kind] = proc
         return proc
+
+    @staticmethod
+    def _idle_rss(proc: ManagedProcess, *, stop: bool) -> int:
+        proc.start(timeout=60)
+        try:
+            time.sleep(0.3)  # let the loop settle after its ready line
+            return proc.rss()
+        finally:
+            if stop:
+                proc.stop()
 
     def stop_client(self, kind: str) -> None:
         proc = self.clients.pop(kind, None)
@@ -873,13 +897,15 @@ def evaluate_gates() -> list[Gate]:
     ws_mb = _get("upload", "websockets", "mb_s")
     ceiling = _ratio(_get("upload", "direct", "mb_s"), az_mb)
     ceiling_note = f"; direct TCP relay / az-style = {ceiling:.1f}x on this box" if ceiling else ""
+    ws_ceiling = _ratio(_get("upload", "direct", "mb_s"), ws_mb)
+    ws_note = f"; direct TCP relay / websockets lib = {ws_ceiling:.1f}x on this box" if ws_ceiling else ""
     gates = [
         Gate("upload MB/s: ours / az-style", "ratio", _ratio(ours_mb, az_mb), 10, ">=",
              f"({ours_mb} vs {az_mb} MB/s{ceiling_note})"),
         Gate("upload CPU-s/GB: ours / az-style", "ratio", _ratio(ours_cpu, az_cpu), 1 / 8, "<=",
              f"({ours_cpu} vs {az_cpu} CPU-s/GB)"),
         Gate("upload MB/s: ours / websockets lib", "ratio", _ratio(ours_mb, ws_mb), 2, ">=",
-             f"({ours_mb} vs {ws_mb} MB/s)"),
+             f"({ours_mb} vs {ws_mb} MB/s{ws_note})"),
         Gate("upload CPU-s/GB over wss (ours)", "bar", ours_cpu, 1.0, "<="),
         Gate("ping-pong added p50 µs, idle (ours)", "bar", _get("pingpong_idle", "cython", "added_p50_us"), 25, "<="),
         Gate("ping-pong added p99 µs, idle (ours)", "bar", _get("pingpong_idle", "cython", "added_p99_us"), 100,
@@ -890,7 +916,8 @@ def evaluate_gates() -> list[Gate]:
         Gate("ping-pong max sample ms, loaded (ours)", "bar",
              None if _get("pingpong_loaded", "cython", "max_us") is None
              else (_get("pingpong_loaded", "cython", "max_us") or 0) / 1000, 30, "<="),
-        Gate("256 streams peak RSS MB (ours)", "bar", _get("concurrent_256", "cython", "peak_rss_mb"), 80, "<="),
+        Gate("256 streams peak RSS MB (ours)", "bar", _get("concurrent_256", "cython", "peak_rss_mb"), 80, "<=",
+             "(discovery cached; a first run adds the SDK: see 'idle RSS' rows)"),
         Gate("cold start to ready s (ours)", "bar", _get("cold_start", "cython", "p50_s"), 0.4, "<=",
              "(ARM discovery through azure-mgmt-network)"),
         Gate("cold start to ready s, discovery cached (ours)", "bar", _get("cold_start_cached", "cython", "p50_s"),
@@ -915,6 +942,8 @@ def format_table() -> str:
     """The human table: one column per client, one row per measured quantity (absent cells are "-")."""
     kinds = [k for k in KINDS if any(k in per for per in RESULTS.values())]
     rows: list[tuple[str, str, str, str]] = [
+        ("idle RSS MB (discovery cached)", "idle", "rss_mb", ".1f"),
+        ("idle RSS MB, first run (ARM via SDK)", "idle", "first_run_rss_mb", ".1f"),
         ("upload 1 stream MB/s", "upload", "mb_s", ".0f"),
         ("upload CPU-s/GB", "upload", "cpu_s_per_gb", ".2f"),
         ("upload peak RSS MB", "upload", "peak_rss_mb", ".1f"),

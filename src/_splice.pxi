@@ -745,7 +745,20 @@ cdef class Splice:
             self._cancel_timers()
             if self._debug:
                 _splice_log.debug("splice: done %r", self)
+            self._release_transports()
             self.done.set_result(None)
+        return 0
+
+    cdef int _release_transports(self) except -1:
+        # Both legs are gone: let go of the transports now. uvloop's TLS transport keeps its protocol (with a
+        # 256 KiB read buffer and the OpenSSL connection) alive while we hold it, and this object is in a reference
+        # cycle with its leg protocols, so holding on would leave every finished connection's buffers to the
+        # cyclic GC (measured: tens of MB after a burst of 256 connections).
+        self._ws = None
+        self._ws_write = None
+        self._sr = None
+        self._sw = None
+        self._sw_write = None
         return 0
 
     # ------------------------------------------------------------------ flow control and keepalive

@@ -18,7 +18,7 @@ import pytest
 
 from bastion_fast import open_tunnel
 from bastion_fast.exceptions import ConfigurationError, TunnelError
-from bastion_fast.tunnel.config import TunnelConfig, is_loopback
+from bastion_fast.tunnel.config import BUFFER_BUDGET, TunnelConfig, buffer_limits, is_loopback
 from bastion_fast.tunnel.events import JsonEvents
 from tests._tunnel_helpers import PKI, WAIT, FakeBastion, FakeControl, on_each_loop
 
@@ -76,6 +76,39 @@ async def test_two_hundred_concurrent_connections(impl: ModuleType) -> None:
         assert control.issued == 200 and len(control.deleted) == 200 and not control.live
         # Every delete carried its own grant (FakeControl asserts the node id matches).
         assert len({g.auth_token for g in control.deleted}) == 200
+
+
+@on_each_loop
+async def test_buffers_shrink_as_connections_multiply(impl: ModuleType) -> None:
+    """The first connections get the fastest buffers; on a busy tunnel later ones get smaller reads and write
+    limits, so resident memory stays near BUFFER_BUDGET instead of growing 256 KiB × connections."""
+    async with FakeBastion(tls=PKI.server).running() as bastion:
+        control = FakeControl(bastion)
+        async with open_tunnel(control=control, ssl_context=PKI.client(), implementation=impl.IMPLEMENTATION,
+                               proxy=False) as t:
+            assert t.listener is not None
+            held = [await asyncio.open_connection("127.0.0.1", t.port) for _ in range(40)]
+            try:
+                await _wait_for(lambda: len(t.listener.sessions) == 40  # type: ignore[union-attr]
+                                and all(s.splice is not None for s in t.listener.sessions.values()),
+                                "40 sessions with a pump")
+                sessions = sorted(t.listener.sessions.values(), key=lambda s: s.id)
+                sizes = [(s.splice.read_size, s.splice.high_water, s.splice.low_water) for s in sessions]
+            finally:
+                for _, writer in held:
+                    writer.close()
+        assert sizes[0] == buffer_limits(1) == (256 * 1024, 1024 * 1024, 256 * 1024)
+        assert sizes[-1] == buffer_limits(40) == (64 * 1024, 256 * 1024, 64 * 1024)
+        assert [size[0] for size in sizes] == sorted((size[0] for size in sizes), reverse=True)
+        assert sum(size[0] for size in sizes) <= 2 * BUFFER_BUDGET
+
+
+def test_buffer_limits_stay_within_the_budget() -> None:
+    for concurrent in (1, 2, 16, 17, 64, 65, 256, 1000, 100_000):
+        read, high, low = buffer_limits(concurrent)
+        assert 32 * 1024 <= read <= 256 * 1024 and (high, low) == (4 * read, read)
+        assert read * concurrent <= BUFFER_BUDGET or read == 32 * 1024
+    assert buffer_limits(0) == buffer_limits(1)
 
 
 @on_each_loop

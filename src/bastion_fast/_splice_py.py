@@ -734,6 +734,9 @@ class Splice:
             self._cancel_timers()
             if self._debug:
                 log.debug("splice: done %r", self)
+            # Both legs are gone: let go of the transports (see the Cython twin: uvloop's TLS transport keeps its
+            # protocol and buffers alive while referenced, and this object sits in a cycle with its leg protocols).
+            self._ws = self._sr = self._sw = None
             self.done.set_result(None)
 
     # ------------------------------------------------------------------ flow control and keepalive

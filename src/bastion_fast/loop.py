@@ -43,8 +43,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a fresh loop; log which loop and data path are in use."""
+    from bastion_fast.allocator import tune_allocator
     from bastion_fast.pump import IMPLEMENTATION
 
+    tune_allocator()
     log.debug("event loop: %s, data path: %s", LOOP_NAME, IMPLEMENTATION)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(coro)

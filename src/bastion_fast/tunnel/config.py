@@ -11,11 +11,13 @@ from typing import Literal
 from bastion_fast.exceptions import UsageError
 
 __all__ = [
+    "BUFFER_BUDGET",
     "DEFAULT_BIND_ADDRESS",
     "DEFAULT_FRAME_SIZE",
     "MAX_FRAME_SIZE",
     "MIN_FRAME_SIZE",
     "TunnelConfig",
+    "buffer_limits",
     "is_loopback",
     "load_pump",
 ]
@@ -24,6 +26,28 @@ DEFAULT_BIND_ADDRESS = "127.0.0.1"
 DEFAULT_FRAME_SIZE = 32768
 MIN_FRAME_SIZE = 4096  # az's size: proven against the real service
 MAX_FRAME_SIZE = 1024 * 1024
+
+BUFFER_BUDGET = 4 * 1024 * 1024
+MAX_READ_SIZE = 256 * 1024
+MIN_READ_SIZE = 32 * 1024
+
+
+def buffer_limits(concurrent: int) -> tuple[int, int, int]:
+    """``(read_size, high_water, low_water)`` for a connection accepted while ``concurrent`` are open (itself too).
+
+    Why they shrink: under load a connection keeps about one read's worth of frames, one of ciphertext and one in
+    the TLS layer's outgoing buffer resident (uvloop's TLS turns every write into a fresh buffer). With fixed
+    256 KiB reads, 256 busy connections peaked at 131 MB resident; with reads shrinking like this, ~100 MB
+    (``bench/README.md``). Up to 16 connections keep the fastest size (256 KiB reads, 1 MiB high water: ~10 %
+    less CPU per GB than 64 KiB reads); beyond that the read size halves, down to 32 KiB, so that
+    ``read_size × concurrent`` stays within :data:`BUFFER_BUDGET`. High water is 4 reads and low water one read,
+    so the documented bound per connection, ``2 × (read_size + high_water)``, shrinks with it. A connection keeps
+    the sizes it started with.
+    """
+    read = MAX_READ_SIZE
+    while read > MIN_READ_SIZE and read * max(1, concurrent) > BUFFER_BUDGET:
+        read //= 2
+    return read, 4 * read, read
 
 
 def is_loopback(address: str) -> bool:

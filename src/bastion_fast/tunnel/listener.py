@@ -237,7 +237,7 @@ class Listener:
             self._idle_timer.cancel()
             self._idle_timer = None
         session = Session(next(self._ids), transport, _peer_name(transport), self.control, self.config,
-                          track_cleanup=self._track_cleanup)
+                          track_cleanup=self._track_cleanup, concurrent=len(self.sessions) + 1)
         self.sessions[session.id] = session
         self.events.opened(session.id, session.peer)
         task = session.start()

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from bastion_fast.control.models import ControlPlane, TunnelGrant
 from bastion_fast.exceptions import BastionFastError
-from bastion_fast.tunnel.config import TunnelConfig
+from bastion_fast.tunnel.config import TunnelConfig, buffer_limits
 from bastion_fast.tunnel.events import ConnectionResult
 
 __all__ = ["NORMAL_CLOSE_CODES", "AcceptedProtocol", "Session"]
@@ -105,8 +105,10 @@ class Session:
         *,
         track_cleanup: Callable[[asyncio.Task[None]], None] | None = None,
         write_transport: asyncio.BaseTransport | None = None,
+        concurrent: int = 1,
     ) -> None:
         self.id = conn_id
+        self.concurrent = concurrent
         self.transport = transport
         self.write_transport = write_transport
         self.peer = peer
@@ -154,11 +156,15 @@ class Session:
             if self._stopping:
                 raise _Stopped
             assert config.pump is not None
+            read_size, high_water, low_water = buffer_limits(self.concurrent)
             self.splice = config.pump.Splice(
                 client=True,
                 frame_size=config.frame_size,
                 keepalive=config.keepalive,
                 half_close=config.half_close,
+                read_size=read_size,
+                high_water=high_water,
+                low_water=low_water,
             )
             accepted = self.transport.get_protocol()
             self.splice.attach_stream(self.transport, self.write_transport)
