@@ -212,7 +212,7 @@ def _ttl(argv: list[str], env: dict[str, str] | None = None, profile: dict[str, 
 
 
 def test_flags_environment_and_profile_set_the_ttl() -> None:
-    assert _ttl([]) == DEFAULT_TTL == 600
+    assert _ttl([]) == DEFAULT_TTL == 12 * 3600
     assert _ttl(["--discovery-cache-ttl", "30"]) == 30
     assert _ttl(["--discovery-cache-ttl", "0"]) == 0
     assert _ttl(["--no-discovery-cache"]) == 0

@@ -63,7 +63,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                          help="resource id of the Bastion host (replaces -n, -g and --subscription)")
     bastion.add_argument("--discovery-cache-ttl", dest="discovery_cache_ttl", metavar="S", default=None,
                          help="reuse the Bastion's details (dnsName, SKU, flags) read from ARM for up to S seconds "
-                         "instead of asking ARM again (default 600; 0 = off; env BASTION_FAST_DISCOVERY_CACHE_TTL)")
+                         "instead of asking ARM again (default 43200 = 12 h; 0 = off; env BASTION_FAST_DISCOVERY_CACHE_TTL)")
     bastion.add_argument("--no-discovery-cache", dest="no_discovery_cache", action="store_true", default=None,
                          help="always ask ARM for the Bastion's details (same as --discovery-cache-ttl 0)")
     auth = parser.add_argument_group("Azure sign-in")
@@ -121,7 +121,7 @@ def _az_default_group(env: Mapping[str, str]) -> str | None:
 
 
 def _discovery_cache_ttl(args: argparse.Namespace, pick: Any, env: Mapping[str, str]) -> float:
-    """``--no-discovery-cache`` > ``--discovery-cache-ttl`` > profile > environment > 600 s."""
+    """``--no-discovery-cache`` > ``--discovery-cache-ttl`` > profile > environment > 12 h."""
     from bastion_fast.control.discovery_cache import CACHE_TTL_ENV, DEFAULT_TTL, parse_ttl
 
     if getattr(args, "no_discovery_cache", None):

@@ -11,7 +11,7 @@ One JSON file per Bastion in the user cache directory (``platformdirs``; ``BASTI
 named by a hash of the key *cloud + ARM endpoint + subscription + resource group + name* (case-insensitive, as ARM
 names are). An entry is written only after a successful ``bastion_hosts.get`` whose answer passed the checks
 (``discovery.check_bastion``), and it is used only while younger than the TTL (``--discovery-cache-ttl``, default
-600 s; 0 disables reading *and* writing). A loaded entry is checked by the same rules as fresh data; when they
+12 h; 0 disables reading *and* writing). A loaded entry is checked by the same rules as fresh data; when they
 refuse it, the caller asks ARM again instead of reporting a refusal that may be stale. When a later token exchange
 fails in a way stale data could explain, the control plane drops the entry and rediscovers (``plane.py``).
 
@@ -55,7 +55,7 @@ log = logging.getLogger("bastion_fast.control.discovery_cache")
 
 CACHE_TTL_ENV = "BASTION_FAST_DISCOVERY_CACHE_TTL"
 CACHE_DIR_ENV = "BASTION_FAST_CACHE_DIR"
-DEFAULT_TTL = 600.0
+DEFAULT_TTL = 43200.0  # 12 h: a wrong entry heals itself (see above), a re-discovery costs ~45 MB and 0.3 s
 """Ten minutes: long enough for a burst of ssh/scp runs, short enough that a changed Bastion is seen soon."""
 
 FORMAT = 1
@@ -78,7 +78,7 @@ def parse_ttl(value: object, *, source: str) -> float:
         ttl = -1.0
     if not ttl >= 0 or ttl == float("inf"):  # also rejects NaN
         raise UsageError(f"{source} {value!r} is not a number of seconds.",
-                         hint="Use e.g. 600 (ten minutes), or 0 to turn the discovery cache off.")
+                         hint="Use e.g. 3600 (an hour), or 0 to turn the discovery cache off.")
     return ttl
 
 
