@@ -20,7 +20,9 @@ from bastion_fast import open_tunnel
 from bastion_fast.exceptions import ConfigurationError, TunnelError
 from bastion_fast.tunnel.config import BUFFER_BUDGET, TunnelConfig, buffer_limits, is_loopback
 from bastion_fast.tunnel.events import JsonEvents
+from bastion_fast.tunnel.session import AcceptedProtocol
 from tests._tunnel_helpers import PKI, WAIT, FakeBastion, FakeControl, on_each_loop
+from tests.splice_harness import run
 
 
 async def _echo_once(port: int, payload: bytes) -> bytes:
@@ -101,6 +103,58 @@ async def test_buffers_shrink_as_connections_multiply(impl: ModuleType) -> None:
         assert sizes[-1] == buffer_limits(40) == (64 * 1024, 256 * 1024, 64 * 1024)
         assert [size[0] for size in sizes] == sorted((size[0] for size in sizes), reverse=True)
         assert sum(size[0] for size in sizes) <= 2 * BUFFER_BUDGET
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_waiting_connection_holds_at_most_one_small_read(loop_name: str) -> None:
+    """Before its session attaches the pump, an accepted connection keeps at most EARLY_LIMIT bytes: the rest of
+    what a busy application sends waits in the kernel (asyncio reads nothing; uvloop one bounded read), and all of
+    it reaches the pump in order afterwards."""
+    async def body() -> None:
+        accepted: list[AcceptedProtocol] = []
+
+        def factory() -> AcceptedProtocol:
+            accepted.append(AcceptedProtocol())
+            return accepted[-1]
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        blob = bytes(range(256)) * (4 * 4096)  # 4 MiB
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(blob)
+        await _wait_for(lambda: bool(accepted), "the connection to be accepted")
+        proto = accepted[0]
+        for _ in range(50):  # give a read every chance to happen (uvloop starts one after connection_made)
+            await asyncio.sleep(0.005)
+        assert len(proto.early) <= AcceptedProtocol.EARLY_LIMIT
+        if loop_name == "uvloop":
+            assert proto.early == blob[:len(proto.early)] and proto.early
+        else:
+            assert not proto.early  # asyncio honours the pause in connection_made
+
+        # The pump takes over: everything arrives, in order.
+        got = bytearray()
+        done = asyncio.get_running_loop().create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                got.extend(data)
+                if len(got) == len(blob) and not done.done():
+                    done.set_result(None)
+
+        sink = Sink()
+        assert proto.transport is not None
+        proto.transport.set_protocol(sink)
+        proto.replay_into(sink)
+        proto.transport.resume_reading()
+        await asyncio.wait_for(done, WAIT)
+        assert bytes(got) == blob
+        writer.close()
+        proto.transport.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop_name, body())
 
 
 def test_buffer_limits_stay_within_the_budget() -> None:

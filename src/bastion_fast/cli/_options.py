@@ -63,7 +63,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                          help="resource id of the Bastion host (replaces -n, -g and --subscription)")
     bastion.add_argument("--discovery-cache-ttl", dest="discovery_cache_ttl", metavar="S", default=None,
                          help="reuse the Bastion's details (dnsName, SKU, flags) read from ARM for up to S seconds "
-                         "instead of asking ARM again (default 43200 = 12 h; 0 = off; env BASTION_FAST_DISCOVERY_CACHE_TTL)")
+                         "instead of asking ARM again (default 43200 = 12 h; 0 = off; "
+                         "env BASTION_FAST_DISCOVERY_CACHE_TTL)")
     bastion.add_argument("--no-discovery-cache", dest="no_discovery_cache", action="store_true", default=None,
                          help="always ask ARM for the Bastion's details (same as --discovery-cache-ttl 0)")
     auth = parser.add_argument_group("Azure sign-in")

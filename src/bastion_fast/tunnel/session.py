@@ -42,25 +42,37 @@ log = logging.getLogger("bastion_fast.tunnel.session")
 NORMAL_CLOSE_CODES = frozenset({1000, 1005, 1006})
 
 
-class AcceptedProtocol(asyncio.Protocol):
+class AcceptedProtocol(asyncio.BufferedProtocol):
     """The protocol of a just-accepted local socket, until its session hands it to the pump.
 
     It pauses reading at once. asyncio honours a pause in ``connection_made``; uvloop starts reading right after
     ``connection_made`` returns, so one read can still arrive: it is kept (with an EOF, if the application already
-    hung up) and replayed into the pump's stream leg when the session attaches it. At most one read is held.
+    hung up) and replayed into the pump's stream leg when the session attaches it. That read goes into a buffer of
+    :attr:`EARLY_LIMIT` bytes, not the loop's 256 KiB: a burst of connections waits for token exchanges and TLS
+    handshakes, and 256 uploads each holding a full first read kept tens of MB resident for nothing — the rest
+    waits in the kernel's socket buffer.
     """
+
+    EARLY_LIMIT = 16 * 1024
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.early = bytearray()
         self.early_eof = False
+        self._landing: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.transport.pause_reading()
 
-    def data_received(self, data: bytes) -> None:
-        self.early += data
+    def get_buffer(self, sizehint: int) -> bytearray:
+        self._landing = bytearray(max(1, self.EARLY_LIMIT - len(self.early)))
+        return self._landing
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._landing is not None
+        self.early += memoryview(self._landing)[:nbytes]
+        self._landing = None
         assert self.transport is not None
         self.transport.pause_reading()
 
