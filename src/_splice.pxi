@@ -801,10 +801,7 @@ cdef class Splice:
         if not self.read_budget:
             return 0
         self._sr_quota -= n
-        if self._sr_quota < (self.read_budget >> 1) and not self._tick_pending:
-            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
-            self._loop.call_soon(self._tick_cb)
-        if self._sr_quota < 0 and not self._sr_yield:
+        if self._over_budget(self._sr_quota) and not self._sr_yield:
             self._sr_yield = True
             self._update_stream_reading(False)
         return 0
@@ -814,13 +811,17 @@ cdef class Splice:
         if not self.read_budget:
             return 0
         self._ws_quota -= n
-        if self._ws_quota < (self.read_budget >> 1) and not self._tick_pending:
-            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
-            self._loop.call_soon(self._tick_cb)
-        if self._ws_quota < 0 and not self._ws_yield:
+        if self._over_budget(self._ws_quota) and not self._ws_yield:
             self._ws_yield = True
             self._update_ws_reading(False)
         return 0
+
+    cdef bint _over_budget(self, Py_ssize_t quota) except -1:
+        """Schedule the refill tick once half the budget is spent; true when a leg's quota is exhausted."""
+        if quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._tick_cb)
+        return quota < 0
 
     def _on_tick(self):
         """A new loop iteration: refill both budgets and let a leg that yielded read again."""

@@ -66,6 +66,19 @@ def accept_for(key: str) -> str:
     return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
 
 
+
+@contextlib.asynccontextmanager
+async def listening(handle: Any, *, ssl: Any = None) -> AsyncIterator[int]:
+    """An ``asyncio.start_server`` on a free loopback port (yielded), closed on exit."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
 class Pki:
     """A throw-away CA (trustme) with a server certificate for 127.0.0.1/localhost, and a second, unrelated CA."""
 
@@ -143,14 +156,8 @@ class ScriptedServer:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ScriptedServer]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
-        self.port = server.sockets[0].getsockname()[1]
-        try:
+        async with listening(self._handle, ssl=self.tls) as self.port:
             yield self
-        finally:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
 
     def url(self, path: str = "/webtunnelv2/SECRETWSTOKEN0123456789?X-Node-Id=10.0.0.7") -> str:
         return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
@@ -215,14 +222,8 @@ class ConnectProxy:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ConnectProxy]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        try:
+        async with listening(self._handle) as self.port:
             yield self
-        finally:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
 
 
 class FakeSplice:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from tests.conftest import TIMEOUT_FACTOR
 
 T = TypeVar("T")
@@ -222,6 +224,26 @@ def vm_behind_bastion(tmp: Path, **sshd_options: Any) -> Iterator[VmSetup]:
     with running_sshd(**sshd_options) as sshd, \
             running_emulator({vm: f"127.0.0.1:{sshd.port}"}, state_dir=tmp / "emulator") as emu:
         yield VmSetup(emu=emu, sshd=sshd, tmp=tmp, vm=vm, env=emu.env(tmp))
+
+
+def _sshd_missing() -> str | None:
+    from tests.fixtures_sshd import sshd_missing_reason
+
+    return sshd_missing_reason()
+
+
+#: Marks a test that needs Debian's openssh-server and openssh-client.
+needs_sshd = pytest.mark.skipif(_sshd_missing() is not None, reason=_sshd_missing() or "")
+
+
+@pytest.fixture(name="setup")
+def vm_setup_fixture(tmp_path: Path) -> Iterator[VmSetup]:
+    """Fixture ``setup``: :func:`vm_behind_bastion` in the test's ``tmp_path`` (skips when sshd is missing).
+    Import it into a test module: ``from tests.cmd_harness import vm_setup_fixture  # noqa: F401``."""
+    if _sshd_missing():
+        pytest.skip(_sshd_missing() or "")
+    with vm_behind_bastion(tmp_path) as vm:
+        yield vm
 
 
 class PtyCapture:

@@ -7,25 +7,14 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion_fast.commands.cp import Pair, parse_location, plan_pairs, resume_batch, verify_pairs
-from tests.cmd_harness import PtyCapture, VmSetup, bastion_fast, cli_command, vm_behind_bastion
-from tests.fixtures_sshd import sshd_missing_reason
+from tests.cmd_harness import PtyCapture, VmSetup, bastion_fast, cli_command, needs_sshd, vm_setup_fixture  # noqa: F401
 
-needs_sshd = pytest.mark.skipif(sshd_missing_reason() is not None, reason=sshd_missing_reason() or "")
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[VmSetup]:
-    if sshd_missing_reason():
-        pytest.skip(sshd_missing_reason() or "")
-    with vm_behind_bastion(tmp_path) as vm:
-        yield vm
 
 
 def sha256(path: Path) -> str:

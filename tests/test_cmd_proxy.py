@@ -7,21 +7,14 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cmd_harness import VmSetup, cli_command, vm_behind_bastion
+from tests.cmd_harness import VmSetup, cli_command, vm_setup_fixture  # noqa: F401 - the fixture "setup"
 from tests.fixtures_sshd import sshd_missing_reason
 
 pytestmark = pytest.mark.skipif(sshd_missing_reason() is not None, reason=sshd_missing_reason() or "")
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[VmSetup]:
-    with vm_behind_bastion(tmp_path) as vm:
-        yield vm
 
 
 def proxy_command(setup: VmSetup) -> str:

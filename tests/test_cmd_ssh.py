@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,17 @@ import pytest
 from bastion_fast.commands.openssh import split_ssh_args, user_controls_logging
 from bastion_fast.commands.sshclient import find_tool
 from bastion_fast.exceptions import ConfigurationError
-from tests.cmd_harness import VmSetup, bastion_fast, cli_command, running_emulator, vm_behind_bastion, vm_id
+from tests.cmd_harness import (  # noqa: F401 - vm_setup_fixture is the fixture "setup"
+    VmSetup,
+    bastion_fast,
+    cli_command,
+    needs_sshd,
+    running_emulator,
+    vm_id,
+    vm_setup_fixture,
+)
 from tests.fixtures_entra import running_entra
-from tests.fixtures_sshd import running_sshd, sshd_missing_reason
-
-needs_sshd = pytest.mark.skipif(sshd_missing_reason() is not None, reason=sshd_missing_reason() or "")
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[VmSetup]:
-    if sshd_missing_reason():
-        pytest.skip(sshd_missing_reason() or "")
-    with vm_behind_bastion(tmp_path) as vm:
-        yield vm
+from tests.fixtures_sshd import running_sshd
 
 
 def _known_hosts(setup: VmSetup) -> list[Path]:

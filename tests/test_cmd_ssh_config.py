@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion_fast.commands.hostkeys import HostKeyPolicy
 from bastion_fast.commands.sshconfig import HostEntry, command_line, render_block, write_blocks
-from tests.cmd_harness import VmSetup, bastion_fast, vm_behind_bastion
-from tests.fixtures_sshd import sshd_missing_reason
-
-needs_sshd = pytest.mark.skipif(sshd_missing_reason() is not None, reason=sshd_missing_reason() or "")
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[VmSetup]:
-    if sshd_missing_reason():
-        pytest.skip(sshd_missing_reason() or "")
-    with vm_behind_bastion(tmp_path) as vm:
-        yield vm
+from tests.cmd_harness import VmSetup, bastion_fast, needs_sshd, vm_setup_fixture  # noqa: F401
 
 
 def _entry(host: str, tmp_path: Path, user: str = "azureuser") -> HostEntry:

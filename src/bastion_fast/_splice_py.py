@@ -778,10 +778,7 @@ class Splice:
         if not self.read_budget:
             return
         self._sr_quota -= n
-        if self._sr_quota < (self.read_budget >> 1) and not self._tick_pending:
-            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
-            self._loop.call_soon(self._on_tick)
-        if self._sr_quota < 0 and not self._sr_yield:
+        if self._over_budget(self._sr_quota) and not self._sr_yield:
             self._sr_yield = True
             self._update_stream_reading()
 
@@ -790,12 +787,16 @@ class Splice:
         if not self.read_budget:
             return
         self._ws_quota -= n
-        if self._ws_quota < (self.read_budget >> 1) and not self._tick_pending:
-            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
-            self._loop.call_soon(self._on_tick)
-        if self._ws_quota < 0 and not self._ws_yield:
+        if self._over_budget(self._ws_quota) and not self._ws_yield:
             self._ws_yield = True
             self._update_ws_reading()
+
+    def _over_budget(self, quota: int) -> bool:
+        """Schedule the refill tick once half the budget is spent; true when a leg's quota is exhausted."""
+        if quota < (self.read_budget >> 1) and not self._tick_pending:
+            self._tick_pending = True  # lazily: small reads (interactive traffic) never schedule anything
+            self._loop.call_soon(self._on_tick)
+        return quota < 0
 
     def _on_tick(self) -> None:
         """A new loop iteration: refill both budgets and let a leg that yielded read again."""

@@ -28,7 +28,15 @@ from typing import Any
 from bastion_fast.control.models import AUTH_KINDS, ConnectionOptions
 from bastion_fast.exceptions import UsageError
 
-__all__ = ["ARM_ENDPOINT_ENV", "add_connection_options", "add_target_options", "options_from_args", "positive_seconds"]
+__all__ = [
+    "ARM_ENDPOINT_ENV",
+    "add_connection_options",
+    "add_target_options",
+    "add_vm_arguments",
+    "options_from_args",
+    "positive_seconds",
+    "profile_options",
+]
 
 ARM_ENDPOINT_ENV = "BASTION_FAST_ARM_ENDPOINT"
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -95,6 +103,27 @@ def add_target_options(
     target.add_argument("--resource-port", dest="resource_port", metavar="PORT", type=int, default=None,
                         help=port_help + ("; required" if resource_port_required else ""))
     parser.set_defaults(_resource_port_required=resource_port_required, _default_resource_port=default_port)
+
+
+def add_vm_arguments(parser: argparse.ArgumentParser, *, default_port: int | None,
+                     resource_port_required: bool = False, profile: bool = True) -> None:
+    """What every command that reaches a VM through Bastion takes: a profile name (unless the command names its
+    targets itself), the Bastion and sign-in flags, and the target."""
+    if profile:
+        from bastion_fast.commands.cliargs import add_profile_arguments
+
+        add_profile_arguments(parser)
+    add_connection_options(parser)
+    add_target_options(parser, resource_port_required=resource_port_required, default_port=default_port)
+
+
+def profile_options(args: argparse.Namespace, command: str) -> ConnectionOptions:
+    """Apply the named profile to ``args`` (flags win), then read the connection options for ``command``."""
+    from bastion_fast.commands.cliargs import apply_profile
+
+    apply_profile(args)
+    args.command = command
+    return options_from_args(args)
 
 
 def _profile_value(profile: Any, dest: str) -> Any:

@@ -25,7 +25,7 @@ exit status: 0 ok; scp/sftp's own status when the copy fails (255 = connection);
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
+    from bastion_fast.cli._options import add_vm_arguments
     from bastion_fast.commands.cliargs import add_config_argument, add_ssh_options
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -42,8 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", dest="output", choices=("text", "json"), default="text",
                         help="json: one JSON summary object on stdout")
     add_config_argument(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=False, default_port=22)
+    add_vm_arguments(parser, default_port=22, profile=False)
     add_ssh_options(parser)
 
 

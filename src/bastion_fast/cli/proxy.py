@@ -25,26 +25,20 @@ Bastion failed it, 130/143 when interrupted.
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
-    from bastion_fast.commands.cliargs import add_profile_arguments
+    from bastion_fast.cli._options import add_vm_arguments
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
-    add_profile_arguments(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=False, default_port=22)
+    add_vm_arguments(parser, default_port=22)
     data = parser.add_argument_group("data path")
     data.add_argument("--keepalive", metavar="S", type=positive_seconds, default=None,
                       help="send a WebSocket ping every S seconds (default: TCP keepalive only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from bastion_fast.cli._options import options_from_args
-    from bastion_fast.commands.cliargs import apply_profile
+    from bastion_fast.cli._options import profile_options
     from bastion_fast.commands.proxy import run_proxy
     from bastion_fast.loop import run as run_loop
 
-    apply_profile(args)
-    args.command = "proxy"
-    options = options_from_args(args)
+    options = profile_options(args, "proxy")
     return run_loop(run_proxy(options, keepalive=args.keepalive))

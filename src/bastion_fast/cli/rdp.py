@@ -35,14 +35,12 @@ def three_state(value: str) -> bool:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
-    from bastion_fast.commands.cliargs import add_profile_arguments, enable_passthrough
+    from bastion_fast.cli._options import add_vm_arguments
+    from bastion_fast.commands.cliargs import enable_passthrough
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
-    add_profile_arguments(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=False, default_port=3389)
+    add_vm_arguments(parser, default_port=3389)
     rdp = parser.add_argument_group("RDP")
     rdp.add_argument("--auth-type", dest="auth_type", metavar="TYPE", type=str.lower, choices=("password", "aad"),
                      default=None, help="password (default) or AAD (Entra ID sign-in; gateway mode, sets "
@@ -64,12 +62,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bastion_fast.cli._options import options_from_args
-    from bastion_fast.commands.cliargs import apply_profile
+    from bastion_fast.cli._options import profile_options
     from bastion_fast.commands.rdpcmd import run_rdp
     from bastion_fast.loop import run as run_loop
 
-    apply_profile(args)
-    args.command = "rdp"
-    options = options_from_args(args)
+    options = profile_options(args, "rdp")
     return run_loop(run_rdp(args, options))

@@ -19,25 +19,20 @@ examples:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
-    from bastion_fast.commands.cliargs import add_profile_arguments, add_ssh_options, enable_passthrough
+    from bastion_fast.cli._options import add_vm_arguments
+    from bastion_fast.commands.cliargs import add_ssh_options, enable_passthrough
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
-    add_profile_arguments(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=False, default_port=22)
+    add_vm_arguments(parser, default_port=22)
     add_ssh_options(parser)
     enable_passthrough(parser, "ssh_args")
 
 
 def run(args: argparse.Namespace) -> int:
-    from bastion_fast.cli._options import options_from_args
-    from bastion_fast.commands.cliargs import apply_profile
+    from bastion_fast.cli._options import profile_options
     from bastion_fast.commands.ssh import run_ssh
     from bastion_fast.loop import run as run_loop
 
-    apply_profile(args)
-    args.command = "ssh"
-    options = options_from_args(args)
+    options = profile_options(args, "ssh")
     return run_loop(run_ssh(args, options))

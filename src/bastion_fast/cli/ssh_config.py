@@ -22,7 +22,7 @@ bastion-fast's state directory (Entra ID certificates expire after about an hour
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
+    from bastion_fast.cli._options import add_vm_arguments
     from bastion_fast.commands.cliargs import add_config_argument, add_ssh_options
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -30,8 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("profiles", nargs="*", metavar="PROFILE",
                         help="named targets from the profiles file (one Host block each; the Host is the name)")
     add_config_argument(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=False, default_port=22)
+    add_vm_arguments(parser, default_port=22, profile=False)
     add_ssh_options(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--host", metavar="ALIAS", default=None,

@@ -77,12 +77,9 @@ def add_tunnel_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from bastion_fast.cli._options import add_connection_options, add_target_options
-    from bastion_fast.commands.cliargs import add_profile_arguments
+    from bastion_fast.cli._options import add_vm_arguments
 
-    add_profile_arguments(parser)
-    add_connection_options(parser)
-    add_target_options(parser, resource_port_required=True, default_port=None)
+    add_vm_arguments(parser, default_port=None, resource_port_required=True)
     # Required like az's --port, but checked after a profile had its say (a profile may set `port`).
     parser.add_argument("--port", type=_port, default=None, metavar="PORT",
                         help="Local port to use for the tunneling (0 = pick a free port and report it); required "

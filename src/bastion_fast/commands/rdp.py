@@ -119,20 +119,27 @@ def find_rdp_client(override: str | None = None) -> RdpClient:
             for base in (Path("/Applications"), Path.home() / "Applications"):
                 if (base / f"{app}.app").exists():
                     return RdpClient("macos", app)
-        for name in FREERDP_NAMES:
-            found = shutil.which(name)
-            if found:
-                return RdpClient("freerdp", found)
+        freerdp = _freerdp()
+        if freerdp is not None:
+            return freerdp
         raise ConfigurationError("No RDP client found (Windows App / Microsoft Remote Desktop, or FreeRDP).",
                                  hint="Install Windows App from the Mac App Store (or `brew install freerdp`), or "
                                       "pass --client PATH.")
+    freerdp = _freerdp()
+    if freerdp is not None:
+        return freerdp
+    raise ConfigurationError("No RDP client found (xfreerdp, wlfreerdp or sdl-freerdp).",
+                             hint="Install FreeRDP (e.g. `apt-get install freerdp2-x11`, `dnf install freerdp`), or "
+                                  "pass --client PATH.")
+
+
+def _freerdp() -> RdpClient | None:
+    """The first FreeRDP client on PATH, in :data:`FREERDP_NAMES` order."""
     for name in FREERDP_NAMES:
         found = shutil.which(name)
         if found:
             return RdpClient("freerdp", found)
-    raise ConfigurationError("No RDP client found (xfreerdp, wlfreerdp or sdl-freerdp).",
-                             hint="Install FreeRDP (e.g. `apt-get install freerdp2-x11`, `dnf install freerdp`), or "
-                                  "pass --client PATH.")
+    return None
 
 
 def build_client_argv(client: RdpClient, rdp_file: Path, *, port: int | None, host: str = "127.0.0.1",

@@ -153,6 +153,25 @@ def arm_error(status: int, code: str, message: str, *, headers: dict[str, str] |
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+async def request_json(request: web.Request) -> Any:
+    """The request's JSON body, or ``None`` when it is absent or not JSON (handlers that name what they expect)."""
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
+async def json_object_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or the ARM 400 that says why there is none."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return arm_error(400, "InvalidRequestContent", "The request content was not valid JSON.")
+    if not isinstance(body, dict):
+        return arm_error(400, "InvalidRequestContent", "The request content must be a JSON object.")
+    return body
+
+
 def parse_resource_id(resource_id: str) -> dict[str, str]:
     """Key/value pairs of an ARM id, keys lower-cased: ``{"subscriptions": s, "resourcegroups": rg, …}``."""
     parts = [p for p in resource_id.split("/") if p]

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path
+from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path, request_json
 from bastion_fast.emulator.config import BastionConfig
 
 __all__ = ["BASTION_TYPE", "bastion_id", "bastion_resource", "register"]
@@ -137,10 +137,7 @@ async def disconnect_active_sessions(request: web.Request) -> web.Response:
     if error is not None:
         return error
     assert resource is not None
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
+    body = await request_json(request)
     ids = body.get("sessionIds") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return arm_error(400, "InvalidRequestContent",

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path
+from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path, json_object_body
 from bastion_fast.emulator.arm_bastion_hosts import bastion_id
 from bastion_fast.emulator.arm_lro import operations
 
@@ -52,16 +52,6 @@ def _lookup(request: web.Request) -> tuple[ArmState, str, dict[str, Any] | None]
     return state, rid, state.get(rid)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        return arm_error(400, "InvalidRequestContent", "The request content was not valid JSON.")
-    if not isinstance(body, dict):
-        return arm_error(400, "InvalidRequestContent", "The request content must be a JSON object.")
-    return body
-
-
 def _apply_to_runtime(state: ArmState, resource: dict[str, Any]) -> None:
     """Make the data plane follow the stored host (SKU and flags live in its BastionConfig)."""
     runtime = state.sessions
@@ -87,7 +77,7 @@ async def put_bastion(request: web.Request) -> web.Response:
     if current["properties"].get("provisioningState") == "Updating":
         return arm_error(409, "AnotherOperationInProgress",
                          f"Another operation on this or dependent resource is in progress: {rid}.")
-    body = await _json_body(request)
+    body = await json_object_body(request)
     if isinstance(body, web.Response):
         return body
     old_sku = current["sku"]["name"]
@@ -139,7 +129,7 @@ async def patch_bastion(request: web.Request) -> web.Response:
         return arm_error(404, "ResourceNotFound",
                          f"The Resource 'Microsoft.Network/bastionHosts/{request.match_info['name']}' under resource "
                          f"group '{request.match_info['resourceGroup']}' was not found.")
-    body = await _json_body(request)
+    body = await json_object_body(request)
     if isinstance(body, web.Response):
         return body
     tags = body.get("tags")

@@ -59,7 +59,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path, parse_resource_id
+from bastion_fast.emulator.arm import (
+    STATE_KEY,
+    ArmState,
+    arm_error,
+    arm_path,
+    json_object_body,
+    parse_resource_id,
+)
 from bastion_fast.emulator.arm_lro import operations
 from bastion_fast.emulator.auth import user_of
 from bastion_fast.exceptions import ConfigurationError
@@ -502,12 +509,9 @@ async def put_network_interface(request: web.Request) -> web.Response:
     if current["properties"].get("provisioningState") == "Updating":
         return arm_error(409, "AnotherOperationInProgress",
                          f"Another operation on this or dependent resource is in progress: {rid}.")
-    try:
-        body = await request.json()
-    except ValueError:
-        return arm_error(400, "InvalidRequestContent", "The request content was not valid JSON.")
-    if not isinstance(body, dict):
-        return arm_error(400, "InvalidRequestContent", "The request content must be a JSON object.")
+    body = await json_object_body(request)
+    if isinstance(body, web.Response):
+        return body
     wanted = {str(c.get("name", "")).lower(): (c.get("properties") or {})
               for c in (body.get("properties") or {}).get("ipConfigurations") or []}
     updated = copy.deepcopy(current)

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path
+from bastion_fast.emulator.arm import STATE_KEY, ArmState, arm_error, arm_path, request_json
 from bastion_fast.emulator.arm_bastion_hosts import bastion_id
 from bastion_fast.emulator.arm_lro import Operations, operations
 
@@ -137,10 +137,7 @@ def _links_allowed(host: dict[str, Any]) -> web.Response | None:
 
 
 async def _vm_ids(request: web.Request) -> list[str] | web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
+    body = await request_json(request)
     vms = body.get("vms") if isinstance(body, dict) else None
     if vms is None and isinstance(body, dict):
         vms = []
@@ -212,10 +209,7 @@ async def delete_links_by_token(request: web.Request) -> web.Response:
     _, host = _host(request)
     if host is None:
         return _not_found(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
+    body = await request_json(request)
     tokens = body.get("tokens") if isinstance(body, dict) else None
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         return arm_error(400, "InvalidRequestContent", 'Expected {"tokens": ["<token>", ...]}.')

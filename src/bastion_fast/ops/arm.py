@@ -46,6 +46,7 @@ __all__ = [
     "open_arm",
     "parse_resource_id",
     "raise_for",
+    "reraise",
     "role_for_action",
 ]
 
@@ -160,6 +161,14 @@ def arm_failure(exc: BaseException) -> ArmFailure | None:
     scope = _SCOPE.search(message)
     return ArmFailure(status, str(code) if code else None, message,
                       action[1] if action else None, scope[1] if scope else None)
+
+
+def reraise(exc: Exception, what: str, *, bastion: BastionRef | None = None) -> NoReturn:
+    """Re-raise ``exc`` (caught while doing ``what``) as our error when it is an ARM/HTTP failure, else as is."""
+    failure = arm_failure(exc)
+    if failure is None:
+        raise exc
+    raise_for(failure, what, bastion=bastion)
 
 
 def raise_for(failure: ArmFailure, what: str, *, bastion: BastionRef | None = None) -> NoReturn:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bastion_fast.exceptions import ControlPlaneError, UnsupportedSku
-from bastion_fast.ops.arm import BastionRef, arm_failure, raise_for
+from bastion_fast.ops.arm import BastionRef, reraise
 from bastion_fast.ops.output import Cell, Table
 from bastion_fast.ops.show import FEATURES, BastionView, get_bastion, sku_rank
 
@@ -233,10 +233,7 @@ async def apply_plan(
                 task.cancel()
         task.result()
     except Exception as exc:
-        failure = arm_failure(exc)
-        if failure is None:
-            raise
-        raise_for(failure, f"update Bastion host {ref.name!r}", bastion=ref)
+        reraise(exc, f"update Bastion host {ref.name!r}", bastion=ref)
     elapsed = time.monotonic() - started
     after = BastionView.from_arm(await get_bastion(arm, ref), ref)
     confirmed = {c.key: _current(after, c.key) == c.after for c in plan.changes}

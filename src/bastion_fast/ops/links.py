@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from bastion_fast._logging import register_secret
 from bastion_fast.exceptions import DiscoveryError, UnsupportedSku, UsageError
-from bastion_fast.ops.arm import BastionRef, arm_failure, raise_for
+from bastion_fast.ops.arm import BastionRef, reraise
 from bastion_fast.ops.output import Cell, Table
 from bastion_fast.ops.show import BastionView, get_bastion
 
@@ -191,13 +191,6 @@ def _check_enabled(view: BastionView) -> None:
         )
 
 
-def _failed(exc: Exception, what: str, ref: BastionRef) -> None:
-    failure = arm_failure(exc)
-    if failure is None:
-        raise exc
-    raise_for(failure, what, bastion=ref)
-
-
 def _vm_request(vm_ids: Sequence[str]) -> Any:
     from azure.mgmt.network.models import VM, BastionShareableLink, BastionShareableLinkListRequest
 
@@ -211,7 +204,7 @@ async def _fetch_links(arm: Any, ref: BastionRef, vm_ids: Sequence[str]) -> list
         async for item in client.get_bastion_shareable_link(ref.resource_group, ref.name, _vm_request(vm_ids)):
             out.append(item.as_dict())
     except Exception as exc:
-        _failed(exc, f"read the shareable links of Bastion {ref.name!r}", ref)
+        reraise(exc, f"read the shareable links of Bastion {ref.name!r}", bastion=ref)
     return out
 
 
@@ -281,7 +274,7 @@ async def create_links(
         async for item in await poller.result():
             created.append(item.as_dict())
     except Exception as exc:
-        _failed(exc, f"create shareable links on Bastion {ref.name!r}", ref)
+        reraise(exc, f"create shareable links on Bastion {ref.name!r}", bastion=ref)
     tokens = [link_token(x["bsl"]) for x in created if x.get("bsl")]
     for token in tokens:
         register_secret(token)
@@ -299,8 +292,8 @@ async def create_links(
         await _write_tags(arm, ref, tags)
     except Exception as exc:
         await _rollback(arm, ref, new_tokens)
-        _failed(exc, f"record the links' expiry as tags on Bastion {ref.name!r} (the new links were revoked "
-                "again)", ref)
+        reraise(exc, f"record the links' expiry as tags on Bastion {ref.name!r} (the new links were revoked "
+                "again)", bastion=ref)
     links = [Link.from_arm(x, tags) for x in created]
     notes = [f"Expires {_format_time(expires)}. Azure does not expire shareable links by itself: schedule "
              f"`bastion-fast links revoke {ref.cli_args} --expired` to enforce it."]
@@ -362,7 +355,7 @@ async def revoke_links(
         if wanted_tokens:
             await _delete_tokens(arm, ref, wanted_tokens)
     except Exception as exc:
-        _failed(exc, f"revoke shareable links on Bastion {ref.name!r}", ref)
+        reraise(exc, f"revoke shareable links on Bastion {ref.name!r}", bastion=ref)
     revoked = list(by_vm) + [known[t] for t in wanted_tokens if t in known and known[t] not in by_vm]
     unknown = [t for t in wanted_tokens if t not in known]
     gone = {link.token for link in revoked if link.token} | set(unknown)

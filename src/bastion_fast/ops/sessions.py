@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bastion_fast.ops.arm import BastionRef, arm_failure, raise_for
+from bastion_fast.ops.arm import BastionRef, reraise
 from bastion_fast.ops.output import Cell, Table
 
 __all__ = ["DisconnectReport", "SessionsReport", "disconnect_sessions", "format_duration", "list_sessions"]
@@ -87,10 +87,7 @@ async def list_sessions(arm: Any, ref: BastionRef) -> SessionsReport:
         async for item in pages:
             sessions.append(item.as_dict())
     except Exception as exc:
-        failure = arm_failure(exc)
-        if failure is None:
-            raise
-        raise_for(failure, f"list the sessions of Bastion {ref.name!r}", bastion=ref)
+        reraise(exc, f"list the sessions of Bastion {ref.name!r}", bastion=ref)
     sessions.sort(key=lambda s: str(s.get("startTime") or ""))
     return SessionsReport(ref, sessions)
 
@@ -131,10 +128,7 @@ async def disconnect_sessions(arm: Any, ref: BastionRef, session_ids: Sequence[s
                                                             SessionIds(session_ids=wanted)):
             results.append(item.as_dict())
     except Exception as exc:
-        failure = arm_failure(exc)
-        if failure is None:
-            raise
-        raise_for(failure, f"disconnect sessions on Bastion {ref.name!r}", bastion=ref)
+        reraise(exc, f"disconnect sessions on Bastion {ref.name!r}", bastion=ref)
     answered = {str(r.get("sessionId", "")).lower() for r in results}
     for sid in wanted:
         if sid.lower() not in answered:

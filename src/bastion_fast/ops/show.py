@@ -248,14 +248,11 @@ async def show(arm: Any, ref: BastionRef) -> ShowReport:
 
 async def get_bastion(arm: Any, ref: BastionRef) -> dict[str, Any]:
     """The Bastion host's ARM JSON (wire names), errors translated."""
-    from bastion_fast.ops.arm import arm_failure, raise_for
+    from bastion_fast.ops.arm import reraise
 
     try:
         host = await arm.client(ref.subscription).bastion_hosts.get(ref.resource_group, ref.name)
     except Exception as exc:
-        failure = arm_failure(exc)
-        if failure is None:
-            raise
-        raise_for(failure, f"read Bastion host {ref.name!r} in {ref.resource_group!r}", bastion=ref)
+        reraise(exc, f"read Bastion host {ref.name!r} in {ref.resource_group!r}", bastion=ref)
     result: dict[str, Any] = host.as_dict()
     return result
